@@ -1,0 +1,118 @@
+//! Dense text embeddings: encoder states pooled into one vector per input.
+
+use crate::config::Pooling;
+use crate::encoder::{Encoder, Tokens};
+use crate::InputType;
+use anyhow::{bail, Result};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    pub values: Vec<f32>,
+    /// The input was cut to the model's maximum sequence length.
+    pub truncated: bool,
+}
+
+pub struct TextEmbedder {
+    pub encoder: Encoder,
+}
+
+impl TextEmbedder {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::new(Encoder::load(dir)?)
+    }
+
+    pub fn new(encoder: Encoder) -> Result<Self> {
+        if !matches!(encoder.config.pooling, Pooling::Mean | Pooling::Cls) {
+            bail!(
+                "model [{}] pools with {:?}, not a dense embedding",
+                encoder.config.model_id,
+                encoder.config.pooling
+            );
+        }
+        Ok(Self { encoder })
+    }
+
+    /// One embedding per input, in input order.
+    pub fn embed(
+        &self,
+        inputs: &[String],
+        input_type: Option<InputType>,
+    ) -> Result<Vec<Embedding>> {
+        let config = &self.encoder.config;
+        let prefix = match input_type {
+            Some(InputType::Search) => config.query_prefix.as_str(),
+            Some(InputType::Ingest) => config.passage_prefix.as_str(),
+            _ => "",
+        };
+        let tokens = inputs
+            .iter()
+            .map(|text| self.encoder.tokenize(format!("{prefix}{text}")))
+            .collect::<Result<Vec<Tokens>>>()?;
+        let mut out: Vec<Option<Embedding>> = vec![None; inputs.len()];
+        self.encoder.run(&tokens, |batch| {
+            let states = batch.output.to_plain_array_view::<f32>()?;
+            if states.ndim() != 3 {
+                bail!(
+                    "expected [batch, sequence, hidden] states, got {:?}",
+                    states.shape()
+                );
+            }
+            for (row, &input) in batch.rows.iter().enumerate() {
+                let mask = &batch.mask[row];
+                let hidden = states.shape()[2];
+                let mut values = vec![0f32; hidden];
+                match config.pooling {
+                    Pooling::Cls => values.copy_from_slice(
+                        states
+                            .slice(tract_onnx::prelude::tract_ndarray::s![row, 0, ..])
+                            .as_slice()
+                            .unwrap_or(&[]),
+                    ),
+                    _ => {
+                        let mut count = 0f32;
+                        for (t, &m) in mask.iter().enumerate() {
+                            if m == 0 {
+                                continue;
+                            }
+                            count += 1.0;
+                            for (v, s) in values.iter_mut().zip(
+                                states.slice(tract_onnx::prelude::tract_ndarray::s![row, t, ..]),
+                            ) {
+                                *v += s;
+                            }
+                        }
+                        values.iter_mut().for_each(|v| *v /= count.max(1.0));
+                    }
+                }
+                if config.normalize {
+                    l2_normalize(&mut values);
+                }
+                out[input] = Some(Embedding {
+                    values,
+                    truncated: tokens[input].truncated,
+                });
+            }
+            Ok(())
+        })?;
+        Ok(out
+            .into_iter()
+            .map(|e| e.expect("every input is in one batch"))
+            .collect())
+    }
+}
+
+pub fn l2_normalize(values: &mut [f32]) {
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        values.iter_mut().for_each(|v| *v /= norm);
+    }
+}
+
+/// Cosine similarity of two vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(f32::MIN_POSITIVE)
+}

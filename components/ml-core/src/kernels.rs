@@ -1,0 +1,30 @@
+//! Which tract kernels this build runs.
+
+use tract_onnx::prelude::tract_linalg;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelReport {
+    /// The instruction set tract detected.
+    pub isa: String,
+    /// Matrix-multiply kernels runnable here, by name.
+    pub matmul_kernels: Vec<String>,
+    /// Dispatch tiers, highest precedence first.
+    pub tiers: Vec<String>,
+}
+
+/// Reports the kernels tract would dispatch to. tract registers them through
+/// link-time constructors: where those did not run, only generic kernels show.
+pub fn report() -> KernelReport {
+    let isa = tract_linalg::isa::native();
+    KernelReport {
+        isa: format!("{isa:?}"),
+        matmul_kernels: tract_linalg::mmm_routines::runnable_for(&isa)
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect(),
+        tiers: tract_linalg::mmm_tiers::for_isa(&isa)
+            .iter()
+            .map(|t| t.name.to_string())
+            .collect(),
+    }
+}

@@ -1,0 +1,33 @@
+//! The ML core shared by every task component and the browser build:
+//! tokenization, tract-onnx inference on length-grouped batches, and the
+//! pooling each task needs. Plain Rust, tested natively.
+
+pub mod config;
+pub mod embedding;
+pub mod encoder;
+pub mod kernels;
+pub mod sparse;
+
+pub use config::{ModelConfig, Pooling};
+pub use embedding::{cosine, Embedding, TextEmbedder};
+pub use encoder::Encoder;
+pub use sparse::{SparseEmbedder, SparseEmbedding};
+
+/// Elasticsearch's `input_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    Search,
+    Ingest,
+    Classification,
+    Clustering,
+}
+
+/// Where `python3 models/fetch.py` puts converted models:
+/// `$INFERENCE_MODEL_CACHE`, else `~/.cache/edge-inference/models`.
+pub fn default_model_cache() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("INFERENCE_MODEL_CACHE") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    std::path::Path::new(&home).join(".cache/edge-inference/models")
+}

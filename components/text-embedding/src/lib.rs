@@ -1,0 +1,63 @@
+//! The text-embedding task component: a thin WIT adapter over `ml_core::TextEmbedder`.
+
+wit_bindgen::generate!({ path: "../../wit", world: "text-embedding-task" });
+
+use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
+use exports::edge::inference::text_embedding::{Embedding, Guest};
+use std::sync::OnceLock;
+
+/// One model per instance: the host instantiates a component per endpoint
+/// allocation and calls `load` once.
+static MODEL: OnceLock<ml_core::TextEmbedder> = OnceLock::new();
+
+struct Component;
+
+impl Guest for Component {
+    fn load(dir: String) -> Result<ModelInfo, Error> {
+        if MODEL.get().is_none() {
+            let model = ml_core::TextEmbedder::load(dir.as_ref())
+                .map_err(|e| Error::Model(format!("{e:#}")))?;
+            let _ = MODEL.set(model);
+        }
+        let config = &MODEL.get().expect("set above").encoder.config;
+        Ok(ModelInfo {
+            model_id: config.model_id.clone(),
+            task: config.task.clone(),
+            max_sequence_length: config.max_sequence_length as u32,
+            dimensions: config.dimensions as u32,
+        })
+    }
+
+    fn embed(inputs: Vec<String>, input_type: Option<InputType>) -> Result<Vec<Embedding>, Error> {
+        let model = MODEL
+            .get()
+            .ok_or_else(|| Error::Model("load was not called".into()))?;
+        let input_type = input_type.map(|t| match t {
+            InputType::Search => ml_core::InputType::Search,
+            InputType::Ingest => ml_core::InputType::Ingest,
+            InputType::Classification => ml_core::InputType::Classification,
+            InputType::Clustering => ml_core::InputType::Clustering,
+        });
+        let embeddings = model
+            .embed(&inputs, input_type)
+            .map_err(|e| Error::Inference(format!("{e:#}")))?;
+        Ok(embeddings
+            .into_iter()
+            .map(|e| Embedding {
+                values: e.values,
+                truncated: e.truncated,
+            })
+            .collect())
+    }
+
+    fn kernels() -> KernelReport {
+        let r = ml_core::kernels::report();
+        KernelReport {
+            isa: r.isa,
+            matmul_kernels: r.matmul_kernels,
+            tiers: r.tiers,
+        }
+    }
+}
+
+export!(Component);

@@ -1,0 +1,8 @@
+//! The native host: Elasticsearch's inference API over sandboxed WASI task
+//! components, one warm pool of instances per inference endpoint.
+
+pub mod api;
+pub mod catalog;
+pub mod pool;
+pub mod runtime;
+pub mod store;

@@ -1,0 +1,121 @@
+//! Endpoint definitions, persisted in an embedded redb database in the data
+//! directory. Every write is one ACID transaction, durable once acknowledged.
+
+use anyhow::{Context, Result};
+use es_wire::Endpoint;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+/// inference_id → the endpoint as JSON (es-wire's serde form).
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+
+pub struct EndpointStore {
+    db: Database,
+}
+
+impl EndpointStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)
+            .with_context(|| format!("opening the endpoint store {}", path.display()))?;
+        let txn = db.begin_write()?;
+        txn.open_table(ENDPOINTS)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Endpoint>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENDPOINTS)?;
+        table.get(id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    pub fn list(&self) -> Result<Vec<Endpoint>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENDPOINTS)?;
+        table
+            .iter()?
+            .map(|entry| decode(entry?.1.value()))
+            .collect()
+    }
+
+    /// Stores a new endpoint; false (and nothing written) when the id exists.
+    pub fn create(&self, endpoint: &Endpoint) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ENDPOINTS)?;
+            if table.get(endpoint.inference_id.as_str())?.is_some() {
+                return Ok(false);
+            }
+            table.insert(
+                endpoint.inference_id.as_str(),
+                serde_json::to_vec(endpoint)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Replaces an existing endpoint.
+    pub fn replace(&self, endpoint: &Endpoint) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ENDPOINTS)?.insert(
+            endpoint.inference_id.as_str(),
+            serde_json::to_vec(endpoint)?.as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Removes an endpoint; false when there was none.
+    pub fn delete(&self, id: &str) -> Result<bool> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(ENDPOINTS)?.remove(id)?.is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Endpoint> {
+    serde_json::from_slice(bytes).context("a stored endpoint is not valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str) -> Endpoint {
+        serde_json::from_value(serde_json::json!({
+            "inference_id": id, "task_type": "text_embedding", "service": "elasticsearch",
+            "service_settings": {"model_id": "m", "num_allocations": 1, "num_threads": 1}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn endpoints_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("store-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("endpoints.redb");
+        {
+            let store = EndpointStore::open(&path).unwrap();
+            assert!(store.create(&endpoint("a")).unwrap());
+            assert!(
+                !store.create(&endpoint("a")).unwrap(),
+                "duplicate create must refuse"
+            );
+            assert!(store.create(&endpoint("b")).unwrap());
+            assert!(store.delete("b").unwrap());
+            assert!(!store.delete("b").unwrap());
+        }
+        let store = EndpointStore::open(&path).unwrap();
+        let ids: Vec<String> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.inference_id)
+            .collect();
+        assert_eq!(ids, ["a"]);
+        assert_eq!(store.get("a").unwrap(), Some(endpoint("a")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

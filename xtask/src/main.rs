@@ -1,0 +1,246 @@
+//! Project commands. `cargo xtask serve` and `cargo xtask test` are the two
+//! set-up commands of the README; the others are their steps.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Build, serve, test and benchmark the edge inference server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Fetch, verify and convert the models into the model cache.
+    Models,
+    /// Build the task components (wasm32-wasip2) and the host.
+    Build,
+    /// Models, build, then run the server (extra arguments go to it).
+    Serve {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Models, build, then every check and test: fmt, clippy, cargo tests,
+    /// the model tooling's tests and the Python client tests.
+    Test,
+    /// Models, build, then the benchmarks (HTTP vs native core vs ONNX Runtime).
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The task components, with the crate that builds each.
+const COMPONENTS: [(&str, &str); 2] = [
+    ("text-embedding", "text_embedding"),
+    ("sparse-embedding", "sparse_embedding"),
+];
+/// Components built only for the tests.
+const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_component")];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf();
+    std::env::set_current_dir(&root)?;
+    let target = target_dir()?;
+    match cli.command {
+        Cmd::Models => models(),
+        Cmd::Build => build(&target, false),
+        Cmd::Serve { args } => {
+            models()?;
+            build(&target, false)?;
+            step("serve", || {
+                run(Command::new(target.join("release/inference-host")).args(&args))
+            })
+        }
+        Cmd::Test => test(&target),
+        Cmd::Bench { args } => {
+            models()?;
+            build(&target, false)?;
+            step("bench", || {
+                run(cargo()
+                    .args([
+                        "run",
+                        "--release",
+                        "-p",
+                        "benchmarks",
+                        "--bin",
+                        "bench",
+                        "--",
+                    ])
+                    .args(&args))
+            })
+        }
+    }
+}
+
+fn test(target: &Path) -> Result<()> {
+    models()?;
+    build(target, true)?;
+    step("format", || run(cargo().args(["fmt", "--all", "--check"])))?;
+    step("clippy", || {
+        run(cargo().args([
+            "clippy",
+            "--release",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("cargo tests", || run(cargo().args(["test", "--release"])))?;
+    step("model tooling tests", || {
+        run(Command::new(venv_python(&model_cache().join("venv"))).arg("models/test_models.py"))
+    })?;
+    let venv = test_venv()?;
+    step("python client tests", || {
+        run(Command::new(venv_python(&venv))
+            .args(["-m", "pytest", "-q", "tests/python"])
+            .env("INFERENCE_HOST_BIN", target.join("release/inference-host"))
+            .env("INFERENCE_COMPONENTS", target.join("components")))
+    })
+}
+
+fn models() -> Result<()> {
+    step("models", || {
+        run(Command::new("python3").arg("models/fetch.py"))
+    })
+}
+
+/// Builds the components for wasm32-wasip2 (simd128 comes from
+/// .cargo/config.toml), copies them to `<target>/components`, and builds the host.
+fn build(target: &Path, with_test_components: bool) -> Result<()> {
+    step("rust targets", || {
+        let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if installed.lines().any(|t| t == "wasm32-wasip2") {
+            return Ok(());
+        }
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+    })?;
+    let mut components: Vec<(&str, &str)> = COMPONENTS.to_vec();
+    if with_test_components {
+        components.extend(TEST_COMPONENTS);
+    }
+    step("components", || {
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
+        for (package, _) in &components {
+            cmd.args(["-p", package]);
+        }
+        run(&mut cmd)?;
+        let out = target.join("components");
+        std::fs::create_dir_all(&out)?;
+        for (_, file) in &components {
+            let built = target.join(format!("wasm32-wasip2/release/{file}.wasm"));
+            copy_if_changed(&built, &out.join(format!("{file}.wasm")))?;
+        }
+        Ok(())
+    })?;
+    step("host", || {
+        run(cargo().args(["build", "--release", "-p", "inference-host"]))
+    })
+}
+
+/// Copies unless the destination already has the same bytes, so the host's
+/// compiled-component cache stays valid and mtimes stay put.
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let new = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+    if std::fs::read(to).ok().as_deref() != Some(new.as_slice()) {
+        std::fs::write(to, new)?;
+    }
+    Ok(())
+}
+
+/// A virtualenv with the Python client and pytest, beside the model cache.
+fn test_venv() -> Result<PathBuf> {
+    let venv = model_cache()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("test-venv");
+    let requirements = std::fs::read_to_string("tests/python/requirements.txt")?;
+    let stamp = venv.join("requirements.txt");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
+        return Ok(venv);
+    }
+    step("python test environment", || {
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+        run(Command::new(venv_python(&venv)).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "-r",
+            "tests/python/requirements.txt",
+        ]))?;
+        std::fs::write(&stamp, &requirements)?;
+        Ok(())
+    })?;
+    Ok(venv)
+}
+
+fn model_cache() -> PathBuf {
+    match std::env::var_os("INFERENCE_MODEL_CACHE") {
+        Some(dir) => dir.into(),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".cache/edge-inference/models"),
+    }
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin/python")
+}
+
+fn target_dir() -> Result<PathBuf> {
+    let metadata = output(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let value: serde_json::Value = serde_json::from_str(&metadata)?;
+    Ok(PathBuf::from(
+        value["target_directory"]
+            .as_str()
+            .context("cargo metadata has no target_directory")?,
+    ))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let started = Instant::now();
+    eprintln!("==> {name}");
+    f().with_context(|| format!("step [{name}] failed"))?;
+    eprintln!(
+        "==> {name}: done in {:.1} s",
+        started.elapsed().as_secs_f32()
+    );
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} exited with {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
