@@ -234,7 +234,8 @@ fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Comp
         let started = Instant::now();
         tracing::info!(component = %path.display(), "compiling component (once; cached for next start)");
         let compiled = engine.precompile_component(&bytes)?;
-        let partial = cached.with_extension("partial");
+        // Unique per process: test servers may compile the same component at once.
+        let partial = cached.with_extension(format!("partial-{}", std::process::id()));
         std::fs::write(&partial, compiled)?;
         std::fs::rename(&partial, &cached)?;
         tracing::info!(

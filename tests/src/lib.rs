@@ -1,1 +1,200 @@
+//! Spawns the real server binary for end-to-end tests and benchmarks.
+//!
+//! Paths come from the environment `cargo xtask test` sets
+//! (`INFERENCE_HOST_BIN`, `INFERENCE_COMPONENTS`, `INFERENCE_MODEL_CACHE`),
+//! else from the target directory this test binary runs from.
 
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use reqwest::blocking::{Client, Response};
+pub use serde_json::{json, Value};
+
+/// `<target>/release`, from the path of the running test binary
+/// (`<target>/release/deps/<test>`).
+fn release_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "release"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target/release"))
+}
+
+fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(default)
+}
+
+pub fn host_bin() -> PathBuf {
+    env_path("INFERENCE_HOST_BIN", || {
+        release_dir().join("inference-host")
+    })
+}
+
+pub fn components_dir() -> PathBuf {
+    env_path("INFERENCE_COMPONENTS", || {
+        release_dir()
+            .parent()
+            .expect("target dir")
+            .join("components")
+    })
+}
+
+pub fn model_cache() -> PathBuf {
+    env_path("INFERENCE_MODEL_CACHE", || {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+            .join(".cache/edge-inference/models")
+    })
+}
+
+/// Compiled components are cached across test servers (compiling takes tens
+/// of seconds); endpoint stores are per server.
+pub fn shared_compile_cache() -> PathBuf {
+    release_dir().join("test-compiled")
+}
+
+/// A running `inference-host` on a free loopback port, killed on drop.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    pub client: Client,
+}
+
+impl Server {
+    /// Starts a server with a fresh data directory and `args` added.
+    pub fn start(args: &[&str]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().to_path_buf();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(&data_dir, &args)?;
+        Ok(Self {
+            child,
+            url,
+            data_dir,
+            _tmp: Some(tmp),
+            args,
+            client: client(),
+        })
+    }
+
+    /// Stops the server and starts it again on the same data directory.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let (child, url) = spawn(&self.data_dir, &self.args)?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .expect("GET")
+    }
+
+    pub fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .expect("DELETE")
+    }
+
+    pub fn put(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("PUT")
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .expect("POST")
+    }
+
+    /// POST with a raw body and content type.
+    pub fn post_raw(&self, path: &str, body: &str) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .expect("POST")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn client() -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("http client")
+}
+
+fn spawn(data_dir: &Path, args: &[String]) -> Result<(Child, String)> {
+    let bin = host_bin();
+    if !bin.exists() {
+        bail!("{} does not exist: run `cargo xtask build`", bin.display());
+    }
+    // The compiled-component cache lives in the data dir; share it.
+    let compiled = data_dir.join("compiled");
+    if !compiled.exists() {
+        std::fs::create_dir_all(shared_compile_cache())?;
+        std::os::unix::fs::symlink(shared_compile_cache(), &compiled)?;
+    }
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--models")
+        .arg(model_cache())
+        .arg("--components")
+        .arg(components_dir())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        bail!("the server did not start (first line: {line:?})");
+    };
+    Ok((child, url.to_string()))
+}
+
+/// The error envelope's `error.type`, checking the envelope's shape.
+pub fn error_type(body: &Value) -> String {
+    assert!(
+        body["error"]["root_cause"].is_array(),
+        "not an error envelope: {body}"
+    );
+    assert!(body["status"].is_u64(), "no status in {body}");
+    body["error"]["type"]
+        .as_str()
+        .expect("error.type")
+        .to_string()
+}

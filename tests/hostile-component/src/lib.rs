@@ -3,6 +3,7 @@
 //! - `alloc`: allocates without bound (the memory cap must stop it);
 //! - `panic`: panics (a trap: the host must replace the instance);
 //! - `read:PATH`: tries to read a file and answers whether it could;
+//! - `write:PATH`: tries to create a file and answers whether it could;
 //! - `env`: answers how many environment variables it sees;
 //! - anything else: a one-value embedding holding the text's length.
 //!
@@ -57,6 +58,13 @@ impl Guest for Component {
                     let path = &input["read:".len()..];
                     let answer = match std::fs::read(path) {
                         Ok(bytes) => format!("read {} bytes", bytes.len()),
+                        Err(e) => format!("denied: {e}"),
+                    };
+                    return Err(Error::InvalidInput(answer));
+                }
+                _ if input.starts_with("write:") => {
+                    let answer = match std::fs::write(&input["write:".len()..], b"x") {
+                        Ok(()) => "wrote".to_string(),
                         Err(e) => format!("denied: {e}"),
                     };
                     return Err(Error::InvalidInput(answer));
