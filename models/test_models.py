@@ -5,7 +5,8 @@ venv it made:
 
 (or under pytest, with INFERENCE_MODEL_CACHE naming a non-default cache).
 Besides behaviour (similarities, SPLADE expansions), it compares the converted
-graphs against an independent numpy forward pass of the same weights.
+graphs against an independent numpy forward pass of the same weights. The
+completion model is checked by test_llm.py's checks that need no unzipped wheel.
 """
 
 import json
@@ -24,7 +25,9 @@ from tokenizers import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bert_onnx  # noqa: E402
+import convert  # noqa: E402
 import fetch  # noqa: E402
+import test_llm as llm_checks  # noqa: E402  (not test_*: main() runs globals named so)
 
 CAT = "The cat sits on the mat."
 KITTEN = "A kitten is resting on a rug."
@@ -141,6 +144,9 @@ def source_weights(model_id):
     with zipfile.ZipFile(wheel) as z:
         w = bert_onnx.normalize_names(load_safetensors(z.read(entry["options"]["weights"])))
         hf_config = json.loads(z.read(entry["options"]["config"]))
+    if "classifier" in entry["options"]:
+        hidden = w["embeddings.word_embeddings.weight"].shape[1]
+        w.update(convert.seeded_classifier(entry["options"]["classifier"], hidden))
     return w, bert_onnx.make_config(w, hf_config), entry["options"]["head"]
 
 
@@ -216,22 +222,30 @@ def test_classification_head_matches_numpy_reference():
     assert np.abs(out - ref).max() < 1e-4, np.abs(out - ref).max()
 
 
+def test_pair_classifier_matches_numpy_reference():
+    # Query/document pairs, as the reranker feeds the cross-encoder.
+    assert_matches_reference("minilm-pair-classifier-test", [(FRANCE, EIFFEL), (FRANCE, PHOTOSYNTHESIS)], 1e-4)
+
+
 def test_graphs_are_tract_friendly():
     import onnx
-    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny"):
+    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny", "minilm-pair-classifier-test"):
         m = onnx.load(str(cache_dir() / model_id / "model.onnx"), load_external_data=False)
         assert not m.graph.value_info, model_id
         assert [i.name for i in m.graph.input] == list(bert_onnx.INPUTS)
         for value in list(m.graph.input) + list(m.graph.output):
-            dims = [d.dim_param for d in value.type.tensor_type.shape.dim[:2]]
-            assert dims == ["batch", "sequence"], (model_id, value.name, dims)
+            shape = value.type.tensor_type.shape.dim
+            dims = [d.dim_param for d in shape[:2]]
+            # A classifier's [batch, num_labels] logits have no sequence axis.
+            want = ["batch", ""] if value.name == "logits" and len(shape) == 2 else ["batch", "sequence"]
+            assert dims == want, (model_id, value.name, dims)
         ops = sorted({n.op_type for n in m.graph.node})
         print(f"  {model_id}: opset {m.opset_import[0].version}, ops {' '.join(ops)}")
 
 
 def test_tract_runs_like_onnxruntime():
     # Symbolic batch/sequence, as the Rust core loads the models.
-    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny"):
+    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny", "minilm-pair-classifier-test"):
         runnable = tract.onnx().load(str(cache_dir() / model_id / "model.onnx")).into_model().into_runnable()
         for texts in ([CAT], [CAT, EIFFEL]):
             expected, feeds = run(model_id, texts)
@@ -239,6 +253,35 @@ def test_tract_runs_like_onnxruntime():
             diff = np.abs(out - expected).max()
             print(f"  {model_id} {out.shape}: max |tract - onnxruntime| = {diff:.2e}")
             assert out.shape == expected.shape and diff < 1e-3, (out.shape, diff)
+
+
+@cache
+def llm():
+    """(model dir, test_llm.Model) of the cached completion model."""
+    d = cache_dir() / "smollm2-135m-instruct"
+    problem = fetch.check_model(d, fetch.load_manifest()["smollm2-135m-instruct"])
+    assert problem is None, f"smollm2-135m-instruct: {problem}; run models/fetch.py first"
+    return d, llm_checks.Model(d)
+
+
+def test_llm_graph_interface():
+    llm_checks.check_graph(*llm())
+
+
+def test_llm_tokenizer():
+    llm_checks.check_tokenizer(*llm())
+
+
+def test_llm_greedy_chatml_answer():
+    llm_checks.check_paris(llm()[1])
+
+
+def test_llm_kv_cache_equals_no_cache():
+    llm_checks.check_cache_equivalence(llm()[1])
+
+
+def test_llm_tract_runs_like_onnxruntime():
+    llm_checks.check_tract(*llm())
 
 
 def main():

@@ -62,6 +62,33 @@ pub struct ServiceSettings {
     /// Dense embedding tasks only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub similarity: Option<Similarity>,
+    /// Rerank only (Elasticsearch 9.2): `truncate` (default) or `chunk`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_document_strategy: Option<LongDocumentStrategy>,
+    /// Rerank with `chunk` only: score at most this many chunks per document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chunks_per_doc: Option<u32>,
+}
+
+/// How a reranker handles documents longer than the model's input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongDocumentStrategy {
+    /// Score the beginning of each document.
+    #[default]
+    Truncate,
+    /// Split long documents, score every chunk, keep the best.
+    Chunk,
+}
+
+impl LongDocumentStrategy {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "truncate" => Some(Self::Truncate),
+            "chunk" => Some(Self::Chunk),
+            _ => None,
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -302,6 +329,20 @@ pub fn parse_put(
     } else {
         (None, None)
     };
+    let (long_document_strategy, max_chunks_per_doc) = if task_type == TaskType::Rerank {
+        (
+            take_enum(
+                &mut service_settings,
+                "long_document_strategy",
+                &["chunk", "truncate"],
+                LongDocumentStrategy::parse,
+                &mut errors,
+            ),
+            take_positive(&mut service_settings, "max_chunks_per_doc", &mut errors),
+        )
+    } else {
+        (None, None)
+    };
     check_task_settings(task_type, &task_settings, &mut errors)?;
     if !errors.is_empty() {
         return Err(EsError::validation(errors));
@@ -321,6 +362,8 @@ pub fn parse_put(
             adaptive_allocations: adaptive,
             element_type,
             similarity,
+            long_document_strategy,
+            max_chunks_per_doc,
         },
         task_settings,
         chunking_settings,
@@ -1047,6 +1090,46 @@ mod tests {
         assert_eq!(
             delete_response(&[]),
             json!({"acknowledged": true, "pipelines": []})
+        );
+    }
+
+    #[test]
+    fn rerank_takes_the_long_document_settings() {
+        let catalog = Catalog::new(vec![ModelInfo {
+            model_id: "m".into(),
+            task_types: vec![TaskType::Rerank, TaskType::TextEmbedding],
+        }]);
+        let body = |settings: Value| {
+            serde_json::to_vec(&json!({"service": "elasticsearch", "service_settings": settings}))
+                .unwrap()
+        };
+        let e = parse_put(
+            Some(TaskType::Rerank),
+            "r",
+            &body(json!({"model_id": "m", "num_allocations": 1, "long_document_strategy": "chunk", "max_chunks_per_doc": 3})),
+            &catalog,
+        )
+        .unwrap();
+        assert_eq!(
+            e.service_settings.long_document_strategy,
+            Some(LongDocumentStrategy::Chunk)
+        );
+        assert_eq!(e.service_settings.max_chunks_per_doc, Some(3));
+        let bad =
+            body(json!({"model_id": "m", "num_allocations": 1, "long_document_strategy": "split"}));
+        assert_eq!(
+            parse_put(Some(TaskType::Rerank), "r", &bad, &catalog)
+                .unwrap_err()
+                .status,
+            400
+        );
+        let elsewhere =
+            body(json!({"model_id": "m", "num_allocations": 1, "max_chunks_per_doc": 3}));
+        assert_eq!(
+            parse_put(Some(TaskType::TextEmbedding), "r", &elsewhere, &catalog)
+                .unwrap_err()
+                .status,
+            400
         );
     }
 }

@@ -32,7 +32,7 @@ mod types;
 
 pub use endpoint::{
     delete_response, endpoints_response, parse_put, parse_update, AdaptiveAllocations, Catalog,
-    Endpoint, ModelInfo, ServiceSettings, ELSER_SERVICE, SERVICE,
+    Endpoint, LongDocumentStrategy, ModelInfo, ServiceSettings, ELSER_SERVICE, SERVICE,
 };
 pub use error::EsError;
 pub use infer::{

@@ -3,7 +3,7 @@
 
 use crate::catalog::Models;
 use crate::pool::{Pool, PoolConfig};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, TaskKind};
 use crate::store::EndpointStore;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -107,11 +107,13 @@ impl App {
                 endpoint.inference_id
             ))
         })?;
+        let kind = TaskKind::for_task_type(endpoint.task_type)
+            .ok_or_else(|| not_served(endpoint.task_type))?;
         let (min, max) = allocations(endpoint);
         let pool = Pool::new(
             self.runtime.clone(),
             PoolConfig {
-                kind: model.kind,
+                kind,
                 model_dir: model.dir.clone(),
                 min,
                 max,
@@ -363,6 +365,26 @@ async fn infer(
                 .map(|e| (e.truncated, e.tokens))
                 .collect();
             Ok(es_wire::sparse_embedding_response(&items))
+        }
+        TaskType::Rerank => {
+            let query = request.query.unwrap_or_default();
+            let settings = &endpoint.service_settings;
+            let (strategy, max_chunks) = (
+                settings.long_document_strategy.unwrap_or_default(),
+                settings.max_chunks_per_doc,
+            );
+            let documents = input.clone();
+            let scores = pool
+                .run(deadline, move |i, timeout| {
+                    i.rerank(timeout, &query, &documents, strategy, max_chunks)
+                })
+                .await?;
+            Ok(es_wire::rerank_response(
+                &scores,
+                &input,
+                options.top_n,
+                options.return_documents,
+            ))
         }
         other => Err(not_served(other)),
     }

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Model {
     pub dir: PathBuf,
-    pub kind: TaskKind,
     pub task_types: Vec<TaskType>,
 }
 
@@ -51,24 +50,21 @@ impl Models {
             }
             let meta: ModelJson = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{}/model.json is not valid", dir.display()))?;
-            let Some(kind) = TaskKind::for_model_task(&meta.task) else {
+            let Ok(task) = meta.task.parse::<TaskType>() else {
                 continue;
             };
-            if !has_component(kind) {
-                continue;
+            // A text-embedding model also reranks, as a bi-encoder.
+            let candidates = match task {
+                TaskType::TextEmbedding => vec![TaskType::TextEmbedding, TaskType::Rerank],
+                other => vec![other],
+            };
+            let task_types: Vec<TaskType> = candidates
+                .into_iter()
+                .filter(|t| TaskKind::for_task_type(*t).is_some_and(&has_component))
+                .collect();
+            if !task_types.is_empty() {
+                by_id.insert(meta.model_id, Model { dir, task_types });
             }
-            let task_types = match kind {
-                TaskKind::TextEmbedding => vec![TaskType::TextEmbedding],
-                TaskKind::SparseEmbedding => vec![TaskType::SparseEmbedding],
-            };
-            by_id.insert(
-                meta.model_id,
-                Model {
-                    dir,
-                    kind,
-                    task_types,
-                },
-            );
         }
         Ok(Self { by_id })
     }
@@ -91,7 +87,7 @@ impl Models {
     /// task (its real id is in `service_settings.model_id`). Only those whose
     /// model is installed.
     pub fn preconfigured(&self, max_allocations: u32) -> Vec<Endpoint> {
-        const DEFAULTS: [(&str, TaskType, &str); 2] = [
+        const DEFAULTS: [(&str, TaskType, &str); 3] = [
             (
                 ".multilingual-e5-small-elasticsearch",
                 TaskType::TextEmbedding,
@@ -102,10 +98,19 @@ impl Models {
                 TaskType::SparseEmbedding,
                 "splade-tiny",
             ),
+            (
+                ".rerank-v1-elasticsearch",
+                TaskType::Rerank,
+                "all-minilm-l6-v2",
+            ),
         ];
         DEFAULTS
             .iter()
-            .filter(|(_, _, model)| self.by_id.contains_key(*model))
+            .filter(|(_, task, model)| {
+                self.by_id
+                    .get(*model)
+                    .is_some_and(|m| m.task_types.contains(task))
+            })
             .map(|(id, task_type, model)| Endpoint {
                 inference_id: id.to_string(),
                 task_type: *task_type,
@@ -121,6 +126,8 @@ impl Models {
                     }),
                     element_type: None,
                     similarity: None,
+                    long_document_strategy: None,
+                    max_chunks_per_doc: None,
                 },
                 task_settings: Default::default(),
                 chunking_settings: None,

@@ -21,6 +21,9 @@ mod text_embedding {
 mod sparse_embedding {
     wasmtime::component::bindgen!({ path: "../wit", world: "sparse-embedding-task" });
 }
+mod rerank {
+    wasmtime::component::bindgen!({ path: "../wit", world: "rerank-task" });
+}
 
 /// How often the epoch advances: the resolution of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -32,30 +35,40 @@ const MODEL_DIR: &str = "/model";
 pub enum TaskKind {
     TextEmbedding,
     SparseEmbedding,
+    Rerank,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 2] = [TaskKind::TextEmbedding, TaskKind::SparseEmbedding];
+    pub const ALL: [TaskKind; 3] = [
+        TaskKind::TextEmbedding,
+        TaskKind::SparseEmbedding,
+        TaskKind::Rerank,
+    ];
 
     /// The component file name, as `cargo xtask build` writes it.
     pub fn file_name(self) -> &'static str {
         match self {
             TaskKind::TextEmbedding => "text_embedding.wasm",
             TaskKind::SparseEmbedding => "sparse_embedding.wasm",
+            TaskKind::Rerank => "rerank.wasm",
         }
     }
 
-    /// The task named in a model's `model.json`.
-    pub fn for_model_task(task: &str) -> Option<Self> {
+    /// The component serving an Elasticsearch task type.
+    pub fn for_task_type(task: es_wire::TaskType) -> Option<Self> {
         match task {
-            "text_embedding" => Some(TaskKind::TextEmbedding),
-            "sparse_embedding" => Some(TaskKind::SparseEmbedding),
+            es_wire::TaskType::TextEmbedding | es_wire::TaskType::Embedding => {
+                Some(TaskKind::TextEmbedding)
+            }
+            es_wire::TaskType::SparseEmbedding => Some(TaskKind::SparseEmbedding),
+            es_wire::TaskType::Rerank => Some(TaskKind::Rerank),
             _ => None,
         }
     }
 
+    /// A task type's name, e.g. `text_embedding`.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::for_model_task(name)
+        Self::for_task_type(name.parse().ok()?)
     }
 }
 
@@ -199,6 +212,12 @@ impl Runtime {
                 info.map(|i| (Task::SparseEmbedding(b), i.model_id))
                     .map_err(|e| format!("{e:?}"))
             }
+            TaskKind::Rerank => {
+                let b = rerank::RerankTask::instantiate(&mut store, component, &self.linker)?;
+                let info = b.edge_inference_rerank().call_load(&mut store, MODEL_DIR)?;
+                info.map(|i| (Task::Rerank(b), i.model_id))
+                    .map_err(|e| format!("{e:?}"))
+            }
         };
         match loaded {
             Ok((task, model_id)) => Ok(Instance {
@@ -275,6 +294,7 @@ impl WasiView for Sandbox {
 enum Task {
     TextEmbedding(text_embedding::TextEmbeddingTask),
     SparseEmbedding(sparse_embedding::SparseEmbeddingTask),
+    Rerank(rerank::RerankTask),
 }
 
 /// One sandboxed component instance with its model loaded.
@@ -392,6 +412,33 @@ impl Instance {
             .map_err(|e| task_error!(sparse_embedding, e))
     }
 
+    /// One relevance score per document, in input order.
+    pub fn rerank(
+        &mut self,
+        timeout: Option<Duration>,
+        query: &str,
+        documents: &[String],
+        strategy: es_wire::LongDocumentStrategy,
+        max_chunks_per_doc: Option<u32>,
+    ) -> Result<Vec<f32>, CallError> {
+        use rerank::exports::edge::inference::rerank::{LongDocumentStrategy as S, RerankOptions};
+        self.begin(timeout);
+        let Task::Rerank(b) = &self.task else {
+            return Err(wrong_task("rerank"));
+        };
+        let options = RerankOptions {
+            long_document_strategy: match strategy {
+                es_wire::LongDocumentStrategy::Truncate => S::Truncate,
+                es_wire::LongDocumentStrategy::Chunk => S::Chunk,
+            },
+            max_chunks_per_doc: max_chunks_per_doc.unwrap_or(0),
+        };
+        b.edge_inference_rerank()
+            .call_score(&mut self.store, query, documents, options)
+            .map_err(CallError::from_wasmtime)?
+            .map_err(|e| task_error!(rerank, e))
+    }
+
     pub fn kernels(&mut self) -> Result<KernelReport, CallError> {
         self.begin(Some(Duration::from_secs(5)));
         macro_rules! report {
@@ -411,6 +458,7 @@ impl Instance {
             Task::SparseEmbedding(b) => report!(b
                 .edge_inference_sparse_embedding()
                 .call_kernels(&mut self.store)),
+            Task::Rerank(b) => report!(b.edge_inference_rerank().call_kernels(&mut self.store)),
         })
     }
 }

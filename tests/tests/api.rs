@@ -398,3 +398,52 @@ fn concurrent_requests_all_succeed() {
         }
     });
 }
+
+#[test]
+fn rerank_orders_documents_by_relevance() {
+    let s = server();
+    let documents = [
+        "Photosynthesis turns light into chemical energy in plants.",
+        "The Eiffel Tower stands in Paris, the capital of France.",
+        "Stock markets fell sharply today after the rate decision.",
+        "A kitten is resting on a rug.",
+    ];
+    let path = "/_inference/rerank/.rerank-v1-elasticsearch";
+    let (status, answer) = body(s.post(
+        path,
+        &json!({"query": "what is the capital of france", "input": documents}),
+    ));
+    assert_eq!(status, 200, "{answer}");
+    let ranked = answer["rerank"].as_array().unwrap();
+    assert_eq!(ranked.len(), 4);
+    assert_eq!(ranked[0]["index"], 1, "{answer}");
+    assert_eq!(
+        ranked[0]["text"], documents[1],
+        "documents are returned by default"
+    );
+    let scores: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["relevance_score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sorted by score: {scores:?}"
+    );
+
+    let (status, top) = body(s.post(
+        path,
+        &json!({"query": "a small cat", "input": documents, "top_n": 2, "return_documents": false}),
+    ));
+    assert_eq!(status, 200, "{top}");
+    let top = top["rerank"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    assert_eq!(top[0]["index"], 3);
+    assert!(
+        top[0].get("text").is_none(),
+        "no text with return_documents false: {top:?}"
+    );
+
+    let (status, envelope) = body(s.post(path, &json!({"input": documents})));
+    assert_eq!(status, 400, "a missing query is refused: {envelope}");
+    error_type(&envelope);
+}

@@ -98,6 +98,34 @@ fn sparse_embedding_component_equals_native_core() {
     }
 }
 
+#[test]
+fn rerank_component_equals_native_core() {
+    let documents = sentences();
+    for model in ["all-minilm-l6-v2", "minilm-pair-classifier-test"] {
+        let dir = model_cache().join(model);
+        let mut instance = runtime()
+            .instantiate(TaskKind::Rerank, &dir)
+            .expect("instance");
+        let sandboxed = instance
+            .rerank(
+                None,
+                "where is the eiffel tower",
+                &documents,
+                es_wire::LongDocumentStrategy::Truncate,
+                None,
+            )
+            .map_err(|e| format!("{e:?}"))
+            .unwrap();
+        let native = ml_core::Reranker::load(&dir)
+            .unwrap()
+            .score("where is the eiffel tower", &documents, &Default::default())
+            .unwrap();
+        for (s, n) in sandboxed.iter().zip(&native) {
+            assert!((s - n).abs() < 1e-5, "{model}: {s} vs {n}");
+        }
+    }
+}
+
 /// tract registers its SIMD kernels through constructors; a component built
 /// without simd128, or whose constructors did not run, falls back to generic
 /// kernels 5-6x slower. This fails in either case.

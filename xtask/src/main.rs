@@ -36,9 +36,10 @@ enum Cmd {
 }
 
 /// The task components, with the crate that builds each.
-const COMPONENTS: [(&str, &str); 2] = [
+const COMPONENTS: [(&str, &str); 3] = [
     ("text-embedding", "text_embedding"),
     ("sparse-embedding", "sparse_embedding"),
+    ("rerank", "rerank"),
 ];
 /// Components built only for the tests.
 const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_component")];

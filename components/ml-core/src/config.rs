@@ -16,6 +16,18 @@ pub enum Pooling {
     Splade,
 }
 
+/// What the graph computes on top of the encoder (models/bert_onnx.py's heads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Head {
+    /// `last_hidden_state [batch, sequence, hidden]`.
+    Encoder,
+    /// `logits [batch, sequence, vocab]`.
+    Mlm,
+    /// `logits [batch, num_labels]` from the pooled `[CLS]` token.
+    Classification,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModelConfig {
     pub model_id: String,
@@ -24,6 +36,12 @@ pub struct ModelConfig {
     #[serde(default)]
     pub dimensions: usize,
     pub max_sequence_length: usize,
+    /// Absent for models converted without one (e.g. ONNX files used as is).
+    #[serde(default)]
+    pub head: Option<Head>,
+    /// Outputs of a classification head.
+    #[serde(default)]
+    pub num_labels: Option<usize>,
     #[serde(default = "default_pooling")]
     pub pooling: Pooling,
     #[serde(default)]

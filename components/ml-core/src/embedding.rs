@@ -1,6 +1,6 @@
 //! Dense text embeddings: encoder states pooled into one vector per input.
 
-use crate::config::Pooling;
+use crate::config::{Head, Pooling};
 use crate::encoder::{Encoder, Tokens};
 use crate::InputType;
 use anyhow::{bail, Result};
@@ -23,6 +23,12 @@ impl TextEmbedder {
     }
 
     pub fn new(encoder: Encoder) -> Result<Self> {
+        if encoder.config.head == Some(Head::Classification) {
+            bail!(
+                "model [{}] is a classifier, not a dense embedding",
+                encoder.config.model_id
+            );
+        }
         if !matches!(encoder.config.pooling, Pooling::Mean | Pooling::Cls) {
             bail!(
                 "model [{}] pools with {:?}, not a dense embedding",
@@ -39,18 +45,29 @@ impl TextEmbedder {
         inputs: &[String],
         input_type: Option<InputType>,
     ) -> Result<Vec<Embedding>> {
-        let config = &self.encoder.config;
-        let prefix = match input_type {
-            Some(InputType::Search) => config.query_prefix.as_str(),
-            Some(InputType::Ingest) => config.passage_prefix.as_str(),
-            _ => "",
-        };
         let tokens = inputs
             .iter()
-            .map(|text| self.encoder.tokenize(format!("{prefix}{text}")))
+            .map(|text| self.tokenize(text, input_type))
             .collect::<Result<Vec<Tokens>>>()?;
-        let mut out: Vec<Option<Embedding>> = vec![None; inputs.len()];
-        self.encoder.run(&tokens, |batch| {
+        self.embed_tokens(&tokens)
+    }
+
+    /// Tokenizes one input with the prefix its `input_type` calls for.
+    pub fn tokenize(&self, text: &str, input_type: Option<InputType>) -> Result<Tokens> {
+        let prefix = match input_type {
+            Some(InputType::Search) => self.encoder.config.query_prefix.as_str(),
+            Some(InputType::Ingest) => self.encoder.config.passage_prefix.as_str(),
+            _ => "",
+        };
+        self.encoder.tokenize(format!("{prefix}{text}"))
+    }
+
+    /// One embedding per already tokenized input (special tokens included), in
+    /// input order.
+    pub fn embed_tokens(&self, tokens: &[Tokens]) -> Result<Vec<Embedding>> {
+        let config = &self.encoder.config;
+        let mut out: Vec<Option<Embedding>> = vec![None; tokens.len()];
+        self.encoder.run(tokens, |batch| {
             let states = batch.output.to_plain_array_view::<f32>()?;
             if states.ndim() != 3 {
                 bail!(

@@ -5,12 +5,18 @@
 pub mod config;
 pub mod embedding;
 pub mod encoder;
+pub mod generation;
 pub mod kernels;
+pub mod rerank;
 pub mod sparse;
 
 pub use config::{ModelConfig, Pooling};
 pub use embedding::{cosine, Embedding, TextEmbedder};
 pub use encoder::Encoder;
+pub use generation::{
+    FinishReason, Generation, GenerationOptions, Generator, GeneratorConfig, Usage,
+};
+pub use rerank::{LongDocumentStrategy, Options as RerankOptions, Reranker, RerankerKind};
 pub use sparse::{SparseEmbedder, SparseEmbedding};
 
 /// Elasticsearch's `input_type`.

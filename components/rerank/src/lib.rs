@@ -1,0 +1,63 @@
+//! The rerank task component: a thin WIT adapter over `ml_core::Reranker`
+//! (a cross-encoder or a bi-encoder, as the model's metadata says).
+
+wit_bindgen::generate!({ path: "../../wit", world: "rerank-task" });
+
+use edge::inference::types::{Error, KernelReport, ModelInfo};
+use exports::edge::inference::rerank::{Guest, LongDocumentStrategy, RerankOptions};
+use std::sync::OnceLock;
+
+/// One model per instance: the host calls `load` once after instantiating.
+static MODEL: OnceLock<ml_core::Reranker> = OnceLock::new();
+
+struct Component;
+
+impl Guest for Component {
+    fn load(dir: String) -> Result<ModelInfo, Error> {
+        if MODEL.get().is_none() {
+            let model = ml_core::Reranker::load(dir.as_ref())
+                .map_err(|e| Error::Model(format!("{e:#}")))?;
+            let _ = MODEL.set(model);
+        }
+        let config = MODEL.get().expect("set above").config();
+        Ok(ModelInfo {
+            model_id: config.model_id.clone(),
+            task: config.task.clone(),
+            max_sequence_length: config.max_sequence_length as u32,
+            dimensions: 0,
+        })
+    }
+
+    fn score(
+        query: String,
+        documents: Vec<String>,
+        options: RerankOptions,
+    ) -> Result<Vec<f32>, Error> {
+        let model = MODEL
+            .get()
+            .ok_or_else(|| Error::Model("load was not called".into()))?;
+        let options = ml_core::RerankOptions {
+            strategy: match options.long_document_strategy {
+                LongDocumentStrategy::Truncate => ml_core::LongDocumentStrategy::Truncate,
+                LongDocumentStrategy::Chunk => ml_core::LongDocumentStrategy::Chunk,
+            },
+            // 0 means no limit: WIT has no optional in this record.
+            max_chunks_per_doc: (options.max_chunks_per_doc > 0)
+                .then_some(options.max_chunks_per_doc as usize),
+        };
+        model
+            .score(&query, &documents, &options)
+            .map_err(|e| Error::Inference(format!("{e:#}")))
+    }
+
+    fn kernels() -> KernelReport {
+        let r = ml_core::kernels::report();
+        KernelReport {
+            isa: r.isa,
+            matmul_kernels: r.matmul_kernels,
+            tiers: r.tiers,
+        }
+    }
+}
+
+export!(Component);

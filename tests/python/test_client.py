@@ -1,0 +1,247 @@
+"""The official `elasticsearch` Python client, unchanged, against the server.
+
+The client sends `application/vnd.elasticsearch+json; compatible-with=9` and
+refuses any 2xx answer without `X-Elastic-Product: Elasticsearch`, so every
+passing call here also checks those wire conventions.
+"""
+
+import math
+
+import pytest
+from elasticsearch import BadRequestError, Elasticsearch, NotFoundError
+
+E5 = ".multilingual-e5-small-elasticsearch"
+ELSER = ".elser-2-elasticsearch"
+MINILM = "my-minilm"
+MINILM_CONFIG = {
+    "service": "elasticsearch",
+    "service_settings": {
+        "model_id": "all-minilm-l6-v2",
+        "num_allocations": 1,
+        "num_threads": 1,
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def client(server_url):
+    es = Elasticsearch(server_url, request_timeout=120)
+    yield es
+    es.close()
+
+
+@pytest.fixture(scope="module")
+def minilm(client):
+    """A user-created text_embedding endpoint, shared by the tests below."""
+    created = client.inference.put(
+        task_type="text_embedding",
+        inference_id=MINILM,
+        inference_config=MINILM_CONFIG,
+    )
+    yield created
+    client.inference.delete(inference_id=MINILM)
+
+
+def norm(v):
+    return math.sqrt(sum(x * x for x in v))
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b)) / (norm(a) * norm(b))
+
+
+def vectors(resp):
+    return [item["embedding"] for item in resp["text_embedding"]]
+
+
+def test_info(client):
+    info = client.info()
+    assert info["version"]["number"].startswith("9.")
+    assert info["tagline"] == "You Know, for Search"
+    assert info["cluster_name"]
+    # The server answers in the media type the client asked for.
+    assert info.meta.headers["content-type"].startswith(
+        "application/vnd.elasticsearch+json"
+    )
+
+
+def test_put_answers_the_stored_endpoint(minilm):
+    assert minilm["inference_id"] == MINILM
+    assert minilm["task_type"] == "text_embedding"
+    assert minilm["service"] == "elasticsearch"
+    assert minilm["service_settings"]["model_id"] == "all-minilm-l6-v2"
+    assert minilm["service_settings"]["num_allocations"] == 1
+
+
+def test_get_one(client, minilm):
+    resp = client.inference.get(inference_id=MINILM)
+    assert [e["inference_id"] for e in resp["endpoints"]] == [MINILM]
+    endpoint = resp["endpoints"][0]
+    assert endpoint["task_type"] == "text_embedding"
+    assert endpoint["service_settings"]["model_id"] == "all-minilm-l6-v2"
+
+    by_task = client.inference.get(task_type="text_embedding", inference_id=MINILM)
+    assert by_task["endpoints"] == resp["endpoints"]
+
+
+def test_get_all(client, minilm):
+    ids = {e["inference_id"] for e in client.inference.get()["endpoints"]}
+    assert {MINILM, E5, ELSER} <= ids
+
+    # `_all` for one task type lists only that type.
+    dense = client.inference.get(task_type="text_embedding")["endpoints"]
+    assert {e["task_type"] for e in dense} == {"text_embedding"}
+    assert {MINILM, E5} <= {e["inference_id"] for e in dense}
+    assert ELSER not in {e["inference_id"] for e in dense}
+
+
+def test_text_embedding(client, minilm):
+    sentences = [
+        "The cat sat on the mat.",
+        "A kitten was sitting on the rug.",
+        "Interest rates were raised to fight inflation.",
+        "The central bank increased borrowing costs.",
+    ]
+    resp = client.inference.text_embedding(inference_id=MINILM, input=sentences)
+    vecs = vectors(resp)
+    assert len(vecs) == len(sentences)
+    for v in vecs:
+        assert len(v) == 384
+        assert abs(norm(v) - 1.0) < 1e-3
+    cat, kitten, rates, bank = vecs
+    # Related sentences are closer than unrelated ones, both ways round.
+    assert cosine(cat, kitten) > cosine(cat, rates) + 0.2
+    assert cosine(rates, bank) > cosine(rates, kitten) + 0.2
+    assert cosine(cat, kitten) > 0.5 and cosine(rates, bank) > 0.5
+
+
+def test_batching_does_not_change_embeddings(client, minilm):
+    # Batched inputs are padded to the longest; padding must not leak into
+    # the short input's vector, and answers keep input order.
+    short = "Thanks!"
+    long = (
+        "When the old mill finally closed after almost a century, the town "
+        "lost not only its largest employer but also the sound of its wheel."
+    )
+    alone = vectors(client.inference.text_embedding(inference_id=MINILM, input=short))
+    both = vectors(
+        client.inference.text_embedding(inference_id=MINILM, input=[long, short])
+    )
+    assert len(alone) == 1 and len(both) == 2
+    assert cosine(alone[0], both[1]) > 0.9999
+    assert cosine(alone[0], both[0]) < 0.9
+
+
+def test_preconfigured_endpoint_serves_the_same_model(client, minilm):
+    text = "Which platform does the train to the airport leave from?"
+    mine = vectors(client.inference.text_embedding(inference_id=MINILM, input=[text]))
+    preconfigured = vectors(client.inference.text_embedding(inference_id=E5, input=[text]))
+    assert cosine(mine[0], preconfigured[0]) > 0.9999
+
+
+def test_generic_inference(client, minilm):
+    resp = client.inference.inference(
+        task_type="text_embedding",
+        inference_id=MINILM,
+        input="How do I reset my password?",
+    )
+    [v] = vectors(resp)
+    assert len(v) == 384
+
+    # Without a task type in the path the endpoint's own type is used.
+    resp = client.inference.inference(inference_id=MINILM, input=["a", "b", "c"])
+    assert len(vectors(resp)) == 3
+
+
+def test_task_type_mismatch(client, minilm):
+    with pytest.raises(BadRequestError) as err:
+        client.inference.inference(
+            task_type="sparse_embedding", inference_id=MINILM, input="hello"
+        )
+    assert err.value.error == "status_exception"
+    assert "Incompatible task_type" in err.value.body["error"]["reason"]
+
+
+def test_sparse_embedding(client):
+    resp = client.inference.sparse_embedding(
+        inference_id=ELSER, input="what is the capital of france"
+    )
+    [item] = resp["sparse_embedding"]
+    assert item["is_truncated"] is False
+    weights = item["embedding"]
+    assert "paris" in weights
+    assert weights["france"] > 0 and weights["capital"] > 0
+    assert all(w > 0 for w in weights.values())
+
+
+def test_sparse_embedding_flags_truncation(client):
+    text = " ".join(["the capital of france is paris"] * 200)
+    resp = client.inference.sparse_embedding(inference_id=ELSER, input=[text, "paris"])
+    flags = [item["is_truncated"] for item in resp["sparse_embedding"]]
+    assert flags == [True, False]
+
+
+def test_delete(client):
+    client.inference.put(
+        task_type="text_embedding",
+        inference_id="to-delete",
+        inference_config=MINILM_CONFIG,
+    )
+    assert client.inference.get(inference_id="to-delete")["endpoints"]
+
+    resp = client.inference.delete(inference_id="to-delete")
+    assert resp["acknowledged"] is True
+
+    with pytest.raises(NotFoundError) as err:
+        client.inference.get(inference_id="to-delete")
+    assert err.value.error == "resource_not_found_exception"
+    with pytest.raises(NotFoundError):
+        client.inference.text_embedding(inference_id="to-delete", input="hello")
+
+
+def test_duplicate_put(client, minilm):
+    with pytest.raises(BadRequestError) as err:
+        client.inference.put(
+            task_type="text_embedding",
+            inference_id=MINILM,
+            inference_config=MINILM_CONFIG,
+        )
+    assert err.value.error == "resource_already_exists_exception"
+
+
+def test_bad_id(client):
+    with pytest.raises(BadRequestError) as err:
+        client.inference.put(
+            task_type="text_embedding",
+            inference_id="Not-Valid",
+            inference_config=MINILM_CONFIG,
+        )
+    assert err.value.status_code == 400
+    assert err.value.error == "illegal_argument_exception"
+
+
+def test_unknown_model(client):
+    config = {**MINILM_CONFIG, "service_settings": {"model_id": "no-such-model"}}
+    with pytest.raises(BadRequestError) as err:
+        client.inference.put(
+            task_type="text_embedding", inference_id="no-model", inference_config=config
+        )
+    # The message names the installed models.
+    assert "all-minilm-l6-v2" in err.value.body["error"]["reason"]
+
+
+def test_preconfigured_cannot_be_deleted(client):
+    with pytest.raises(BadRequestError):
+        client.inference.delete(inference_id=E5)
+    assert client.inference.get(inference_id=E5)["endpoints"]
+
+
+def test_unknown_endpoint(client):
+    with pytest.raises(NotFoundError) as err:
+        client.inference.text_embedding(inference_id="does-not-exist", input="hello")
+    e = err.value
+    assert e.status_code == 404
+    assert e.error == "resource_not_found_exception"
+    assert e.body["status"] == 404
+    assert e.body["error"]["root_cause"][0]["type"] == "resource_not_found_exception"
+    assert "does-not-exist" in e.body["error"]["reason"]
