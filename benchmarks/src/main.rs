@@ -5,10 +5,11 @@
 //! - the native ML core in-process (`ml_core::TextEmbedder`, tract natively);
 //! - ONNX Runtime on the same `model.onnx` (`ort_bench.py`).
 //!
-//! Each workload runs `--concurrency` workers for `--seconds` after a
-//! warm-up; workers take request numbers from one shared counter, so together
-//! they walk the corpus in order. It ends with the server's time from process
-//! start to first answer on a warm compile cache.
+//! Each workload runs `--concurrency` workers for `--seconds` (and at least
+//! `--min-requests` requests) after a warm-up; workers take request numbers
+//! from one shared counter, so together they walk the corpus in order. It
+//! ends with the server's time from process start to first answer on a warm
+//! compile cache.
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
@@ -238,15 +239,13 @@ fn bench_server(
         let status = response.status();
         let body: Value = response.json()?;
         ensure!(status.is_success(), "HTTP {status}: {body}");
-        let vectors: Vec<Vec<f32>> = serde_json::from_value(body["text_embedding"].clone())
-            .ok()
-            .and_then(|items: Vec<Value>| {
-                items
-                    .iter()
-                    .map(|i| serde_json::from_value(i["embedding"].clone()).ok())
-                    .collect()
-            })
+        let items = body["text_embedding"]
+            .as_array()
             .with_context(|| format!("not a text_embedding response: {body}"))?;
+        let vectors = items
+            .iter()
+            .map(|i| Ok(serde_json::from_value(i["embedding"].clone())?))
+            .collect::<Result<Vec<Vec<f32>>>>()?;
         ensure!(
             vectors.len() == texts.len(),
             "{} vectors for {} inputs",

@@ -514,7 +514,10 @@ pub(crate) fn check_task_settings(
     let allowed: &[&str] = match task {
         TaskType::TextEmbedding | TaskType::Embedding => &["input_type"],
         TaskType::Rerank => &["return_documents", "top_n"],
-        TaskType::Completion | TaskType::ChatCompletion => &["max_tokens", "temperature", "top_p"],
+        // `seed` makes sampling reproducible (not an Elasticsearch setting).
+        TaskType::Completion | TaskType::ChatCompletion => {
+            &["max_tokens", "seed", "temperature", "top_p"]
+        }
         TaskType::SparseEmbedding => &[],
     };
     let unknown: Obj = settings
@@ -537,6 +540,10 @@ pub(crate) fn check_task_settings(
                 .then(|| format!("[task_settings] Invalid value [{n}]. [temperature] must be a greater than or equal to [0.0]")),
             ("top_p", Value::Number(n)) => (!(0.0..=1.0).contains(&n.as_f64().unwrap_or(-1.0)))
                 .then(|| format!("[task_settings] Invalid value [{n}]. [top_p] must be between [0.0] and [1.0]")),
+            ("seed", Value::Number(n)) => n
+                .as_u64()
+                .is_none()
+                .then(|| format!("[task_settings] Invalid value [{n}]. [seed] must be a non-negative integer")),
             ("top_n" | "max_tokens", Value::Number(n)) => match n.as_i64() {
                 Some(i) if i > 0 && i <= i64::from(u32::MAX) => None,
                 Some(i) => Some(format!("[task_settings] Invalid value [{i}]. [{k}] must be a positive integer")),

@@ -2,6 +2,7 @@
 //! answer, error or not, carries `X-Elastic-Product: Elasticsearch`.
 
 use crate::catalog::Models;
+use crate::generation;
 use crate::pool::{Pool, PoolConfig};
 use crate::runtime::{Runtime, TaskKind};
 use crate::store::EndpointStore;
@@ -107,8 +108,7 @@ impl App {
                 endpoint.inference_id
             ))
         })?;
-        let kind = TaskKind::for_task_type(endpoint.task_type)
-            .ok_or_else(|| not_served(endpoint.task_type))?;
+        let kind = TaskKind::for_task_type(endpoint.task_type);
         let (min, max) = allocations(endpoint);
         let pool = Pool::new(
             self.runtime.clone(),
@@ -311,11 +311,28 @@ async fn serve(app: &Arc<App>, request: Request) -> Result<Response, EsError> {
         Route::Stream {
             task_type,
             inference_id,
-            ..
+            timeout,
         } => {
             let endpoint = app.endpoint(&inference_id)?;
-            es_wire::check_inference_target(task_type, &endpoint, true)?;
-            Err(not_served(endpoint.task_type))
+            let task = es_wire::check_inference_target(task_type, &endpoint, true)?;
+            let body = read_body().await?;
+            let (request, body_timeout) = match task {
+                TaskType::ChatCompletion => (
+                    generation::chat_request(&body, &endpoint.task_settings, &app.limits)?,
+                    es_wire::Timeout::Default,
+                ),
+                _ => {
+                    let request = es_wire::parse_inference(task, &body, &app.limits)?;
+                    let timeout = request.timeout;
+                    (generation::completion_request(request, &endpoint), timeout)
+                }
+            };
+            let deadline = timeout
+                .or(body_timeout)
+                .resolve(task)
+                .map(|d| Instant::now() + d);
+            let model_id = endpoint.service_settings.model_id.clone();
+            generation::stream(app.pool(&endpoint)?, deadline, task, model_id, request).await
         }
     }
 }
@@ -337,8 +354,16 @@ async fn infer(
     request: es_wire::InferenceRequest,
     deadline: Option<Instant>,
 ) -> Result<Value, EsError> {
-    let options = request.options(endpoint);
     let pool = app.pool(endpoint)?;
+    if task == TaskType::Completion {
+        return generation::complete(
+            pool,
+            deadline,
+            generation::completion_request(request, endpoint),
+        )
+        .await;
+    }
+    let options = request.options(endpoint);
     let input = request.input;
     match task {
         TaskType::TextEmbedding | TaskType::Embedding => {

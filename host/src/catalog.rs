@@ -56,11 +56,12 @@ impl Models {
             // A text-embedding model also reranks, as a bi-encoder.
             let candidates = match task {
                 TaskType::TextEmbedding => vec![TaskType::TextEmbedding, TaskType::Rerank],
+                TaskType::Completion => vec![TaskType::Completion, TaskType::ChatCompletion],
                 other => vec![other],
             };
             let task_types: Vec<TaskType> = candidates
                 .into_iter()
-                .filter(|t| TaskKind::for_task_type(*t).is_some_and(&has_component))
+                .filter(|t| has_component(TaskKind::for_task_type(*t)))
                 .collect();
             if !task_types.is_empty() {
                 by_id.insert(meta.model_id, Model { dir, task_types });
@@ -87,7 +88,7 @@ impl Models {
     /// task (its real id is in `service_settings.model_id`). Only those whose
     /// model is installed.
     pub fn preconfigured(&self, max_allocations: u32) -> Vec<Endpoint> {
-        const DEFAULTS: [(&str, TaskType, &str); 3] = [
+        const DEFAULTS: [(&str, TaskType, &str); 5] = [
             (
                 ".multilingual-e5-small-elasticsearch",
                 TaskType::TextEmbedding,
@@ -102,6 +103,16 @@ impl Models {
                 ".rerank-v1-elasticsearch",
                 TaskType::Rerank,
                 "all-minilm-l6-v2",
+            ),
+            (
+                ".smollm2-135m-instruct-completion",
+                TaskType::Completion,
+                "smollm2-135m-instruct",
+            ),
+            (
+                ".smollm2-135m-instruct-chat_completion",
+                TaskType::ChatCompletion,
+                "smollm2-135m-instruct",
             ),
         ];
         DEFAULTS
@@ -121,7 +132,11 @@ impl Models {
                     model_id: model.to_string(),
                     adaptive_allocations: Some(AdaptiveAllocations {
                         enabled: true,
-                        min_number_of_allocations: Some(1),
+                        // The language model (1.3 GB an instance) loads on first use.
+                        min_number_of_allocations: Some(u32::from(!matches!(
+                            task_type,
+                            TaskType::Completion | TaskType::ChatCompletion
+                        ))),
                         max_number_of_allocations: Some(max_allocations),
                     }),
                     element_type: None,

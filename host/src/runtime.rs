@@ -24,6 +24,9 @@ mod sparse_embedding {
 mod rerank {
     wasmtime::component::bindgen!({ path: "../wit", world: "rerank-task" });
 }
+mod completion {
+    wasmtime::component::bindgen!({ path: "../wit", world: "completion-task" });
+}
 
 /// How often the epoch advances: the resolution of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -36,13 +39,15 @@ pub enum TaskKind {
     TextEmbedding,
     SparseEmbedding,
     Rerank,
+    Completion,
 }
 
 impl TaskKind {
-    pub const ALL: [TaskKind; 3] = [
+    pub const ALL: [TaskKind; 4] = [
         TaskKind::TextEmbedding,
         TaskKind::SparseEmbedding,
         TaskKind::Rerank,
+        TaskKind::Completion,
     ];
 
     /// The component file name, as `cargo xtask build` writes it.
@@ -51,24 +56,24 @@ impl TaskKind {
             TaskKind::TextEmbedding => "text_embedding.wasm",
             TaskKind::SparseEmbedding => "sparse_embedding.wasm",
             TaskKind::Rerank => "rerank.wasm",
+            TaskKind::Completion => "completion.wasm",
         }
     }
 
     /// The component serving an Elasticsearch task type.
-    pub fn for_task_type(task: es_wire::TaskType) -> Option<Self> {
+    pub fn for_task_type(task: es_wire::TaskType) -> Self {
+        use es_wire::TaskType as T;
         match task {
-            es_wire::TaskType::TextEmbedding | es_wire::TaskType::Embedding => {
-                Some(TaskKind::TextEmbedding)
-            }
-            es_wire::TaskType::SparseEmbedding => Some(TaskKind::SparseEmbedding),
-            es_wire::TaskType::Rerank => Some(TaskKind::Rerank),
-            _ => None,
+            T::TextEmbedding | T::Embedding => TaskKind::TextEmbedding,
+            T::SparseEmbedding => TaskKind::SparseEmbedding,
+            T::Rerank => TaskKind::Rerank,
+            T::Completion | T::ChatCompletion => TaskKind::Completion,
         }
     }
 
     /// A task type's name, e.g. `text_embedding`.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::for_task_type(name.parse().ok()?)
+        Some(Self::for_task_type(name.parse().ok()?))
     }
 }
 
@@ -218,6 +223,15 @@ impl Runtime {
                 info.map(|i| (Task::Rerank(b), i.model_id))
                     .map_err(|e| format!("{e:?}"))
             }
+            TaskKind::Completion => {
+                let b =
+                    completion::CompletionTask::instantiate(&mut store, component, &self.linker)?;
+                let info = b
+                    .edge_inference_completion()
+                    .call_load(&mut store, MODEL_DIR)?;
+                info.map(|i| (Task::Completion(b), i.model_id))
+                    .map_err(|e| format!("{e:?}"))
+            }
         };
         match loaded {
             Ok((task, model_id)) => Ok(Instance {
@@ -295,6 +309,33 @@ enum Task {
     TextEmbedding(text_embedding::TextEmbeddingTask),
     SparseEmbedding(sparse_embedding::SparseEmbeddingTask),
     Rerank(rerank::RerankTask),
+    Completion(completion::CompletionTask),
+}
+
+/// What to generate from.
+pub enum Prompt {
+    Text(String),
+    /// `(role, content)` messages, rendered with the model's chat template.
+    Chat(Vec<(String, String)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationOptions {
+    pub max_tokens: u32,
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: Option<u64>,
+    pub stop: Vec<String>,
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone)]
+pub struct GenerationSummary {
+    /// `stop` or `length`; none when the caller stopped it.
+    pub finish_reason: Option<&'static str>,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
 }
 
 /// One sandboxed component instance with its model loaded.
@@ -439,6 +480,71 @@ impl Instance {
             .map_err(|e| task_error!(rerank, e))
     }
 
+    /// Generates text, handing each chunk to `emit` as the model makes it;
+    /// `emit` answering false (the client went away) stops the generation.
+    pub fn generate(
+        &mut self,
+        timeout: Option<Duration>,
+        prompt: Prompt,
+        options: GenerationOptions,
+        mut emit: impl FnMut(&str) -> bool,
+    ) -> Result<GenerationSummary, CallError> {
+        use completion::exports::edge::inference::completion as wit;
+        self.begin(timeout);
+        let Self { store, task, .. } = self;
+        let Task::Completion(b) = task else {
+            return Err(wrong_task("completion"));
+        };
+        let guest = b.edge_inference_completion();
+        let options = wit::GenerationOptions {
+            max_tokens: options.max_tokens,
+            temperature: options.temperature,
+            top_p: options.top_p,
+            seed: options.seed,
+            stop: options.stop,
+        };
+        let started = match prompt {
+            Prompt::Text(p) => guest.call_complete(&mut *store, &p, &options),
+            Prompt::Chat(messages) => {
+                let messages: Vec<wit::ChatMessage> = messages
+                    .into_iter()
+                    .map(|(role, content)| wit::ChatMessage { role, content })
+                    .collect();
+                guest.call_chat(&mut *store, &messages, &options)
+            }
+        }
+        .map_err(CallError::from_wasmtime)?
+        .map_err(|e| task_error!(completion, e))?;
+        let generation = guest.generation();
+        loop {
+            let chunk = generation
+                .call_next_chunk(&mut *store, started)
+                .map_err(CallError::from_wasmtime)?
+                .map_err(|e| task_error!(completion, e))?;
+            match chunk {
+                Some(text) if emit(&text) => {}
+                _ => break,
+            }
+        }
+        let reason = generation
+            .call_finish_reason(&mut *store, started)
+            .map_err(CallError::from_wasmtime)?;
+        let usage = generation
+            .call_usage(&mut *store, started)
+            .map_err(CallError::from_wasmtime)?;
+        started
+            .resource_drop(&mut *store)
+            .map_err(CallError::from_wasmtime)?;
+        Ok(GenerationSummary {
+            finish_reason: reason.map(|r| match r {
+                wit::FinishReason::Stop => "stop",
+                wit::FinishReason::Length => "length",
+            }),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        })
+    }
+
     pub fn kernels(&mut self) -> Result<KernelReport, CallError> {
         self.begin(Some(Duration::from_secs(5)));
         macro_rules! report {
@@ -459,6 +565,9 @@ impl Instance {
                 .edge_inference_sparse_embedding()
                 .call_kernels(&mut self.store)),
             Task::Rerank(b) => report!(b.edge_inference_rerank().call_kernels(&mut self.store)),
+            Task::Completion(b) => {
+                report!(b.edge_inference_completion().call_kernels(&mut self.store))
+            }
         })
     }
 }

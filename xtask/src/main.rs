@@ -36,10 +36,11 @@ enum Cmd {
 }
 
 /// The task components, with the crate that builds each.
-const COMPONENTS: [(&str, &str); 3] = [
+const COMPONENTS: [(&str, &str); 4] = [
     ("text-embedding", "text_embedding"),
     ("sparse-embedding", "sparse_embedding"),
     ("rerank", "rerank"),
+    ("completion", "completion"),
 ];
 /// Components built only for the tests.
 const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_component")];

@@ -1,20 +1,12 @@
 //! The reference behaviour of the shipped models (see models/README.md), on
 //! the real converted files. Run `python3 models/fetch.py` first.
 
-use ml_core::sparse::dot;
-use ml_core::{cosine, default_model_cache, SparseEmbedder, TextEmbedder};
-use std::path::PathBuf;
-use std::sync::OnceLock;
+mod common;
+use common::{model_dir, strings};
 
-fn model_dir(id: &str) -> PathBuf {
-    let dir = default_model_cache().join(id);
-    assert!(
-        dir.join("model.json").exists(),
-        "model {id} is not in {}: run `python3 models/fetch.py`",
-        dir.display()
-    );
-    dir
-}
+use ml_core::sparse::dot;
+use ml_core::{cosine, SparseEmbedder, TextEmbedder};
+use std::sync::OnceLock;
 
 fn minilm() -> &'static TextEmbedder {
     static MODEL: OnceLock<TextEmbedder> = OnceLock::new();
@@ -24,10 +16,6 @@ fn minilm() -> &'static TextEmbedder {
 fn splade() -> &'static SparseEmbedder {
     static MODEL: OnceLock<SparseEmbedder> = OnceLock::new();
     MODEL.get_or_init(|| SparseEmbedder::load(&model_dir("splade-tiny")).unwrap())
-}
-
-fn strings(texts: &[&str]) -> Vec<String> {
-    texts.iter().map(|s| s.to_string()).collect()
 }
 
 const CAT: &str = "The cat sits on the mat.";

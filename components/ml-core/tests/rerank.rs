@@ -3,24 +3,16 @@
 //! seeded classifier: its scores carry no relevance, only the plumbing is
 //! checked). Run `python3 models/fetch.py` first.
 
+mod common;
+use common::{model_dir, strings};
+
 use ml_core::{
-    cosine, default_model_cache, InputType, LongDocumentStrategy, RerankOptions, Reranker,
-    RerankerKind, TextEmbedder,
+    cosine, InputType, LongDocumentStrategy, RerankOptions, Reranker, RerankerKind, TextEmbedder,
 };
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 use tract_onnx::prelude::*;
-
-fn model_dir(id: &str) -> PathBuf {
-    let dir = default_model_cache().join(id);
-    assert!(
-        dir.join("model.json").exists(),
-        "model {id} is not in {}: run `python3 models/fetch.py`",
-        dir.display()
-    );
-    dir
-}
 
 fn bi_encoder() -> &'static Reranker {
     static MODEL: OnceLock<Reranker> = OnceLock::new();
@@ -30,10 +22,6 @@ fn bi_encoder() -> &'static Reranker {
 fn cross_encoder() -> &'static Reranker {
     static MODEL: OnceLock<Reranker> = OnceLock::new();
     MODEL.get_or_init(|| Reranker::load(&model_dir("minilm-pair-classifier-test")).unwrap())
-}
-
-fn strings(texts: &[&str]) -> Vec<String> {
-    texts.iter().map(|s| s.to_string()).collect()
 }
 
 const TRUNCATE: RerankOptions = RerankOptions {

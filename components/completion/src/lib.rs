@@ -1,0 +1,106 @@
+//! The completion task component: a thin WIT adapter over
+//! `ml_core::Generator`. A `generation` resource yields text as the model
+//! makes it, so the host can stream it and stop at any point.
+
+wit_bindgen::generate!({ path: "../../wit", world: "completion-task" });
+
+use edge::inference::types::{Error, KernelReport, ModelInfo};
+use exports::edge::inference::completion::{
+    ChatMessage, FinishReason, Generation, GenerationOptions, Guest, GuestGeneration, Usage,
+};
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+/// One model per instance: the host calls `load` once after instantiating.
+static MODEL: OnceLock<ml_core::Generator> = OnceLock::new();
+
+struct Component;
+
+/// A generation in progress (resources are borrowed immutably by WIT).
+struct Running(RefCell<ml_core::Generation>);
+
+fn model() -> Result<&'static ml_core::Generator, Error> {
+    MODEL
+        .get()
+        .ok_or_else(|| Error::Model("load was not called".into()))
+}
+
+fn start(prompt: &str, options: GenerationOptions) -> Result<Generation, Error> {
+    let options = ml_core::GenerationOptions {
+        max_tokens: options.max_tokens as usize,
+        temperature: options.temperature,
+        top_p: options.top_p,
+        seed: options.seed,
+        stop: options.stop,
+    };
+    let generation = model()?
+        .start(prompt, options)
+        .map_err(|e| Error::InvalidInput(format!("{e:#}")))?;
+    Ok(Generation::new(Running(RefCell::new(generation))))
+}
+
+impl Guest for Component {
+    type Generation = Running;
+
+    fn load(dir: String) -> Result<ModelInfo, Error> {
+        if MODEL.get().is_none() {
+            let model = ml_core::Generator::load(dir.as_ref())
+                .map_err(|e| Error::Model(format!("{e:#}")))?;
+            let _ = MODEL.set(model);
+        }
+        let config = MODEL.get().expect("set above").config();
+        Ok(ModelInfo {
+            model_id: config.model_id.clone(),
+            task: config.task.clone(),
+            max_sequence_length: config.max_sequence_length as u32,
+            dimensions: 0,
+        })
+    }
+
+    fn complete(prompt: String, options: GenerationOptions) -> Result<Generation, Error> {
+        start(&prompt, options)
+    }
+
+    fn chat(messages: Vec<ChatMessage>, options: GenerationOptions) -> Result<Generation, Error> {
+        let messages: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m.role.as_str(), m.content.as_str()))
+            .collect();
+        start(&model()?.chat_prompt(&messages), options)
+    }
+
+    fn kernels() -> KernelReport {
+        let r = ml_core::kernels::report();
+        KernelReport {
+            isa: r.isa,
+            matmul_kernels: r.matmul_kernels,
+            tiers: r.tiers,
+        }
+    }
+}
+
+impl GuestGeneration for Running {
+    fn next_chunk(&self) -> Result<Option<String>, Error> {
+        self.0
+            .borrow_mut()
+            .next_chunk()
+            .map_err(|e| Error::Inference(format!("{e:#}")))
+    }
+
+    fn finish_reason(&self) -> Option<FinishReason> {
+        self.0.borrow().finish_reason().map(|r| match r {
+            ml_core::FinishReason::Stop => FinishReason::Stop,
+            ml_core::FinishReason::Length => FinishReason::Length,
+        })
+    }
+
+    fn usage(&self) -> Usage {
+        let u = self.0.borrow().usage();
+        Usage {
+            prompt_tokens: u.prompt_tokens as u32,
+            completion_tokens: u.completion_tokens as u32,
+        }
+    }
+}
+
+export!(Component);

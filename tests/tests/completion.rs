@@ -1,0 +1,185 @@
+//! completion and chat_completion on SmolLM2 in its component: answers,
+//! Server-Sent Events, limits, and a client that goes away.
+
+use e2e_tests::{error_type, json, Server, Value};
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+const COMPLETION: &str = "/_inference/completion/.smollm2-135m-instruct-completion";
+const CHAT: &str = "/_inference/chat_completion/.smollm2-135m-instruct-chat_completion/_stream";
+const FRANCE: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+/// Reads a whole SSE response into `(event, data)` pairs.
+fn events(response: e2e_tests::Response) -> Vec<(String, String)> {
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    parse_sse(BufReader::new(response))
+}
+
+fn parse_sse(reader: impl BufRead) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut event, mut data) = (String::new(), Vec::<String>::new());
+    for line in reader.lines() {
+        let line = line.unwrap();
+        if line.is_empty() {
+            if !data.is_empty() {
+                out.push((std::mem::take(&mut event), data.join("\n")));
+                data.clear();
+            }
+        } else if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().to_string();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn completion_answers_and_streams_the_same_text() {
+    let s = Server::start(&[]).unwrap();
+    let response = s.post(COMPLETION, &json!({"input": FRANCE}));
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().unwrap();
+    let result = answer["completion"][0]["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.contains("Paris"), "{answer}");
+
+    let streamed = events(s.post(&format!("{COMPLETION}/_stream"), &json!({"input": FRANCE})));
+    let (last_event, last_data) = streamed.last().unwrap();
+    assert_eq!(
+        (last_event.as_str(), last_data.as_str()),
+        ("message", "[DONE]")
+    );
+    let text: String = streamed[..streamed.len() - 1]
+        .iter()
+        .map(|(event, data)| {
+            assert_eq!(event, "message");
+            let v: Value = serde_json::from_str(data).unwrap();
+            v["completion"][0]["delta"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, result, "streamed deltas concatenate to the answer");
+
+    let short = s.post(
+        COMPLETION,
+        &json!({"input": FRANCE, "task_settings": {"max_tokens": 2}}),
+    );
+    let short: Value = short.json().unwrap();
+    let short = short["completion"][0]["result"].as_str().unwrap();
+    assert!(
+        result.starts_with(short) && short.len() < result.len(),
+        "{short:?}"
+    );
+
+    let seeded = |seed: u64| {
+        let body = json!({"input": "Once upon a time", "task_settings": {"temperature": 1.0, "seed": seed, "max_tokens": 12}});
+        let v: Value = s.post(COMPLETION, &body).json().unwrap();
+        v["completion"][0]["result"].as_str().unwrap().to_string()
+    };
+    assert_eq!(seeded(7), seeded(7), "seeded sampling is reproducible");
+}
+
+#[test]
+fn chat_completion_streams_openai_chunks_and_stops_when_the_client_leaves() {
+    let s = Server::start(&[]).unwrap();
+    let question = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}]});
+    let streamed = events(s.post(CHAT, &question));
+    assert_eq!(streamed.last().unwrap().1, "[DONE]");
+    let chunks: Vec<Value> = streamed[..streamed.len() - 1]
+        .iter()
+        .map(|(_, d)| serde_json::from_str::<Value>(d).unwrap()["chat_completion"].clone())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "smollm2-135m-instruct"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(content.contains("Paris"), "{content:?}");
+    let usage = &chunks.last().unwrap()["usage"];
+    let (prompt, completion) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(prompt > 10 && completion > 3, "{usage}");
+    assert_eq!(usage["total_tokens"].as_u64().unwrap(), prompt + completion);
+
+    // max_completion_tokens and stop are obeyed.
+    let limited = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_completion_tokens": 2});
+    let chunks = events(s.post(CHAT, &limited));
+    let usage_chunk: Value = serde_json::from_str(&chunks[chunks.len() - 2].1).unwrap();
+    assert_eq!(
+        usage_chunk["chat_completion"]["usage"]["completion_tokens"],
+        2
+    );
+    let finish: Vec<Value> = chunks
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .collect();
+    assert!(finish
+        .iter()
+        .any(|c| c["chat_completion"]["choices"][0]["finish_reason"] == "length"));
+    let stopped = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}], "stop": ["Paris"]});
+    let text: String = events(s.post(CHAT, &stopped))
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["chat_completion"]["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(String::from)
+        })
+        .collect();
+    assert!(!text.contains("Paris") && !text.is_empty(), "{text:?}");
+
+    // Without _stream, chat_completion answers as Elasticsearch does: 400.
+    let plain = s.post(&CHAT.replace("/_stream", ""), &question);
+    assert_eq!(plain.status().as_u16(), 400);
+    error_type(&plain.json().unwrap());
+
+    // A client that leaves mid-stream frees the instance: with one allocation,
+    // the next request is served well within its timeout.
+    let one = json!({"service": "elasticsearch", "service_settings": {"model_id": "smollm2-135m-instruct", "num_allocations": 1}});
+    assert_eq!(
+        s.put("/_inference/completion/one-llm", &one)
+            .status()
+            .as_u16(),
+        200
+    );
+    let long = json!({"input": "Write a very long story about a dragon.", "task_settings": {"max_tokens": 2000}});
+    let mut reader = BufReader::new(s.post("/_inference/completion/one-llm/_stream", &long));
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "event: message");
+    drop(reader);
+    std::thread::sleep(Duration::from_millis(200));
+    let next = s.post(
+        "/_inference/completion/one-llm?timeout=30s",
+        &json!({"input": FRANCE, "task_settings": {"max_tokens": 8}}),
+    );
+    assert_eq!(next.status().as_u16(), 200, "the instance was freed");
+}
+
+#[test]
+fn sse_parser_reads_multiline_data() {
+    let parsed =
+        parse_sse("event: message\ndata: a\ndata: b\n\nevent: error\ndata: {}\n\n".as_bytes());
+    assert_eq!(
+        parsed,
+        [
+            ("message".into(), "a\nb".into()),
+            ("error".into(), "{}".into())
+        ]
+    );
+}
