@@ -221,9 +221,9 @@ impl Frames {
             ),
             (Event::Done(summary), TaskType::ChatCompletion) => {
                 let usage = es_wire::Usage {
-                    prompt_tokens: summary.prompt_tokens.into(),
-                    completion_tokens: summary.completion_tokens.into(),
-                    total_tokens: (summary.prompt_tokens + summary.completion_tokens).into(),
+                    prompt_tokens: summary.prompt_tokens,
+                    completion_tokens: summary.completion_tokens,
+                    total_tokens: summary.prompt_tokens + summary.completion_tokens,
                 };
                 let role = (!self.role_sent).then_some("assistant");
                 let mut text = self.chat(

@@ -56,6 +56,9 @@ struct Cli {
     log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Compile the components into the data dir's cache, then exit.
+    #[arg(long)]
+    compile_only: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -105,6 +108,13 @@ async fn run(cli: Cli) -> Result<()> {
         move || Runtime::new(&components, &cache, limits)
     })
     .await??;
+    if cli.compile_only {
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "components compiled"
+        );
+        return Ok(());
+    }
     let models = Models::scan(&model_cache, |kind| runtime.has(kind))?;
     if models.by_id.is_empty() {
         tracing::warn!(cache = %model_cache.display(), "no models installed: run `python3 models/fetch.py`");

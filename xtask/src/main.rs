@@ -98,6 +98,22 @@ fn test(target: &Path) -> Result<()> {
             "warnings",
         ]))
     })?;
+    step("compile components for the test servers", || {
+        // The test servers share one compiled-component cache; filling it
+        // first spares a dozen servers compiling the same components at once.
+        let warmup = target.join("release/test-warmup");
+        std::fs::create_dir_all(&warmup)?;
+        std::fs::create_dir_all(target.join("release/test-compiled"))?;
+        if !warmup.join("compiled").exists() {
+            std::os::unix::fs::symlink("../test-compiled", warmup.join("compiled"))?;
+        }
+        run(Command::new(target.join("release/inference-host"))
+            .arg("--compile-only")
+            .arg("--data-dir")
+            .arg(&warmup)
+            .arg("--components")
+            .arg(target.join("components")))
+    })?;
     step("cargo tests", || run(cargo().args(["test", "--release"])))?;
     step("model tooling tests", || {
         run(Command::new(venv_python(&model_cache().join("venv"))).arg("models/test_models.py"))
