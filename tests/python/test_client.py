@@ -245,3 +245,40 @@ def test_unknown_endpoint(client):
     assert e.body["status"] == 404
     assert e.body["error"]["root_cause"][0]["type"] == "resource_not_found_exception"
     assert "does-not-exist" in e.body["error"]["reason"]
+
+
+def test_rerank(client):
+    documents = [
+        "Photosynthesis turns light into chemical energy in plants.",
+        "The Eiffel Tower stands in Paris, the capital of France.",
+        "Stock markets fell sharply today after the rate decision.",
+    ]
+    resp = client.inference.rerank(
+        inference_id=".rerank-v1-elasticsearch",
+        query="what is the capital of france",
+        input=documents,
+        top_n=2,
+    )
+    ranked = resp["rerank"]
+    assert len(ranked) == 2
+    assert ranked[0]["index"] == 1
+    assert ranked[0]["text"] == documents[1]
+    assert ranked[0]["relevance_score"] >= ranked[1]["relevance_score"]
+
+
+def test_rerank_needs_a_query(client):
+    with pytest.raises(BadRequestError):
+        client.inference.inference(
+            task_type="rerank",
+            inference_id=".rerank-v1-elasticsearch",
+            input=["a document"],
+        )
+
+
+def test_completion(client):
+    resp = client.inference.completion(
+        inference_id=".smollm2-135m-instruct-completion",
+        input="<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        task_settings={"max_tokens": 16},
+    )
+    assert "Paris" in resp["completion"][0]["result"]
