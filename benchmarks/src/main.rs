@@ -374,18 +374,18 @@ fn time_starts(starts: usize) -> Result<Vec<(Duration, Duration)>> {
 fn print_table(args: &Args, backends: &[Backend]) {
     println!();
     println!(
-        "{:<22} {:<15} {:>9} {:>9} {:>9} {:>9}",
+        "{:<25} {:<15} {:>9} {:>9} {:>9} {:>9}",
         "workload", "backend", "docs/s", "p50 ms", "p99 ms", "requests"
     );
     let workloads = [
-        format!("1 input, {} clients", args.concurrency),
-        format!("{} inputs, {} clients", args.batch, args.concurrency),
+        format!("1 input, concurrency {}", args.concurrency),
+        format!("{} inputs, concurrency {}", args.batch, args.concurrency),
     ];
     for (w, label) in workloads.iter().enumerate() {
         for (i, b) in backends.iter().enumerate() {
             let run = &b.runs[w];
             println!(
-                "{:<22} {:<15} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+                "{:<25} {:<15} {:>9.1} {:>9.1} {:>9.1} {:>9}",
                 if i == 0 { label.as_str() } else { "" },
                 b.name,
                 run.docs_per_s(),
@@ -402,7 +402,7 @@ fn print_table(args: &Args, backends: &[Backend]) {
         for (w, label) in workloads.iter().enumerate() {
             let (s, o) = (&server.runs[w], &other.runs[w]);
             println!(
-                "  server/{:<13} {:<22} docs/s {:>5.2}   p50 {:>5.2}",
+                "  server/{:<13} {:<25} docs/s {:>5.2}   p50 {:>5.2}",
                 other.name,
                 label,
                 s.docs_per_s() / o.docs_per_s(),

@@ -7,7 +7,7 @@ use crate::runtime::{CallError, Instance, Runtime, TaskError, TaskKind};
 use es_wire::EsError;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -26,6 +26,8 @@ pub struct Pool {
     runtime: Arc<Runtime>,
     config: PoolConfig,
     idle: Mutex<Vec<Instance>>,
+    /// Signalled when an instance becomes idle or a load fails.
+    ready: Condvar,
     /// Loaded instances, idle or busy.
     live: AtomicUsize,
     permits: Arc<Semaphore>,
@@ -39,6 +41,7 @@ impl Pool {
             runtime,
             config,
             idle: Mutex::new(Vec::new()),
+            ready: Condvar::new(),
             live: AtomicUsize::new(0),
             permits,
             waiting: AtomicUsize::new(0),
@@ -55,9 +58,10 @@ impl Pool {
             let pool = self.clone();
             pool.live.fetch_add(1, Ordering::SeqCst);
             tokio::task::spawn_blocking(move || match pool.create() {
-                Ok(instance) => pool.idle.lock().unwrap().push(instance),
+                Ok(instance) => pool.put_back(Some(instance)),
                 Err(e) => {
                     pool.live.fetch_sub(1, Ordering::SeqCst);
+                    pool.ready.notify_all();
                     tracing::error!(error = %e, "warming an instance failed");
                 }
             });
@@ -111,20 +115,17 @@ impl Pool {
         let pool = self.clone();
         let (instance, result) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let instance = match pool.idle.lock().unwrap().pop() {
+            let mut instance = match pool.take_or_reserve() {
                 Some(i) => i,
-                None => {
-                    pool.live.fetch_add(1, Ordering::SeqCst);
-                    match pool.create() {
-                        Ok(i) => i,
-                        Err(e) => {
-                            pool.live.fetch_sub(1, Ordering::SeqCst);
-                            return (None, Err(Failure::Start(e)));
-                        }
+                None => match pool.create() {
+                    Ok(i) => i,
+                    Err(e) => {
+                        pool.live.fetch_sub(1, Ordering::SeqCst);
+                        pool.ready.notify_all();
+                        return (None, Err(Failure::Start(e)));
                     }
-                }
+                },
             };
-            let mut instance = instance;
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             let result = call(&mut instance, remaining).map_err(Failure::Call);
             (Some(instance), result)
@@ -144,6 +145,7 @@ impl Pool {
                 } else {
                     drop(instance);
                     self.live.fetch_sub(1, Ordering::SeqCst);
+                    self.ready.notify_all();
                     self.warm();
                 }
                 Err(match err {
@@ -170,6 +172,28 @@ impl Pool {
     fn put_back(&self, instance: Option<Instance>) {
         if let Some(i) = instance {
             self.idle.lock().unwrap().push(i);
+            self.ready.notify_one();
+        }
+    }
+
+    /// An idle instance, or `None` with a slot reserved (`live` counted) for
+    /// the caller to load one. While `max` instances exist, some still
+    /// loading, waits for one of them rather than loading one more.
+    fn take_or_reserve(&self) -> Option<Instance> {
+        let mut idle = self.idle.lock().unwrap();
+        loop {
+            if let Some(i) = idle.pop() {
+                return Some(i);
+            }
+            if self.live.load(Ordering::SeqCst) < self.config.max.max(1) {
+                self.live.fetch_add(1, Ordering::SeqCst);
+                return None;
+            }
+            idle = self
+                .ready
+                .wait_timeout(idle, Duration::from_millis(100))
+                .unwrap()
+                .0;
         }
     }
 

@@ -162,9 +162,9 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         }
         Ok(())
     })?;
-    step("host", || {
-        run(cargo().args(["build", "--release", "-p", "inference-host"]))
-    })
+    // All native crates at once: the same feature set as `cargo test`, so
+    // the tests reuse these artifacts instead of compiling wasmtime again.
+    step("host", || run(cargo().args(["build", "--release"])))
 }
 
 /// Copies unless the destination already has the same bytes, so the host's
