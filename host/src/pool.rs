@@ -212,11 +212,6 @@ impl Pool {
             self.live.fetch_sub(1, Ordering::SeqCst);
         }
     }
-
-    /// Loaded instances, idle or busy.
-    pub fn live(&self) -> usize {
-        self.live.load(Ordering::SeqCst)
-    }
 }
 
 enum Failure {
