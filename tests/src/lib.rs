@@ -4,6 +4,8 @@
 //! (`INFERENCE_HOST_BIN`, `INFERENCE_COMPONENTS`, `INFERENCE_MODEL_CACHE`),
 //! else from the target directory this test binary runs from.
 
+pub mod sse;
+
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -447,3 +447,76 @@ fn rerank_orders_documents_by_relevance() {
     assert_eq!(status, 400, "a missing query is refused: {envelope}");
     error_type(&envelope);
 }
+
+#[test]
+fn rerank_chunks_long_documents_when_the_endpoint_says_so() {
+    let s = server();
+    let filler = "The quarterly budget review moved to Thursday afternoon. \
+        Please file travel expenses before the end of the month. \
+        The printer on the third floor needs a new toner cartridge. ";
+    // The answer lies past the first window of the long document.
+    let documents = vec![
+        format!(
+            "{}Bees make honey from nectar: they break it down with enzymes and fan it \
+             in wax cells until the water evaporates.",
+            filler.repeat(16)
+        ),
+        "Photosynthesis turns light into chemical energy in plants.".to_string(),
+    ];
+    let query = "How do bees make honey from nectar?";
+    let mut scores = Vec::new();
+    for (id, settings) in [
+        ("truncating", json!({})),
+        ("chunking", json!({"long_document_strategy": "chunk"})),
+        (
+            "one-chunk",
+            json!({"long_document_strategy": "chunk", "max_chunks_per_doc": 1}),
+        ),
+    ] {
+        let path = format!("/_inference/rerank/{id}");
+        let (status, created) = body(s.put(&path, &minilm_endpoint(settings.clone())));
+        assert_eq!(status, 200, "{created}");
+        let (status, answer) = body(s.post(
+            &path,
+            &json!({"query": query, "input": documents, "return_documents": false}),
+        ));
+        assert_eq!(status, 200, "{answer}");
+        let mut by_index = [0.0; 2];
+        for r in answer["rerank"].as_array().unwrap() {
+            by_index[r["index"].as_u64().unwrap() as usize] =
+                r["relevance_score"].as_f64().unwrap();
+        }
+        // The same options in the native core give the same scores.
+        let options = ml_core::RerankOptions {
+            strategy: if settings.get("long_document_strategy").is_some() {
+                ml_core::LongDocumentStrategy::Chunk
+            } else {
+                ml_core::LongDocumentStrategy::Truncate
+            },
+            max_chunks_per_doc: settings["max_chunks_per_doc"].as_u64().map(|n| n as usize),
+        };
+        let native = ml_core::Reranker::load(&model_cache().join("all-minilm-l6-v2"))
+            .unwrap()
+            .score(query, &documents, &options)
+            .unwrap();
+        for (served, native) in by_index.iter().zip(&native) {
+            assert!(
+                (served - f64::from(*native)).abs() < 1e-5,
+                "{id}: {by_index:?} vs {native:?}"
+            );
+        }
+        scores.push(by_index);
+    }
+    let [truncated, chunked, one_chunk] = [scores[0], scores[1], scores[2]];
+    assert!(
+        chunked[0] > truncated[0] + 0.2,
+        "chunking finds the answer: {chunked:?} vs {truncated:?}"
+    );
+    assert!(chunked[0] > chunked[1], "and ranks the long document first");
+    for (one, t) in one_chunk.iter().zip(&truncated) {
+        assert!(
+            (one - t).abs() < 1e-5,
+            "one chunk is truncating: {one_chunk:?} vs {truncated:?}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! completion and chat_completion on SmolLM2 in its component: answers,
 //! Server-Sent Events, limits, and a client that goes away.
 
-use e2e_tests::{error_type, json, Server, Value};
+use e2e_tests::{error_type, json, sse, Server, Value};
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ const COMPLETION: &str = "/_inference/completion/.smollm2-135m-instruct-completi
 const CHAT: &str = "/_inference/chat_completion/.smollm2-135m-instruct-chat_completion/_stream";
 const FRANCE: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
 
-/// Reads a whole SSE response into `(event, data)` pairs.
+/// Reads a whole SSE response into `(event, data)` pairs, with an SSE
+/// client library.
 fn events(response: e2e_tests::Response) -> Vec<(String, String)> {
     assert_eq!(response.status().as_u16(), 200);
     let content_type = response.headers()["content-type"]
@@ -20,26 +21,7 @@ fn events(response: e2e_tests::Response) -> Vec<(String, String)> {
         content_type.starts_with("text/event-stream"),
         "{content_type}"
     );
-    parse_sse(BufReader::new(response))
-}
-
-fn parse_sse(reader: impl BufRead) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let (mut event, mut data) = (String::new(), Vec::<String>::new());
-    for line in reader.lines() {
-        let line = line.unwrap();
-        if line.is_empty() {
-            if !data.is_empty() {
-                out.push((std::mem::take(&mut event), data.join("\n")));
-                data.clear();
-            }
-        } else if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim().to_string();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-        }
-    }
-    out
+    sse::events(response).map(|e| (e.event, e.data)).collect()
 }
 
 #[test]
@@ -172,14 +154,39 @@ fn chat_completion_streams_openai_chunks_and_stops_when_the_client_leaves() {
 }
 
 #[test]
-fn sse_parser_reads_multiline_data() {
-    let parsed =
-        parse_sse("event: message\ndata: a\ndata: b\n\nevent: error\ndata: {}\n\n".as_bytes());
-    assert_eq!(
-        parsed,
-        [
-            ("message".into(), "a\nb".into()),
-            ("error".into(), "{}".into())
-        ]
+fn a_timeout_after_the_first_chunk_ends_the_stream_with_an_error_event() {
+    let s = Server::start(&[]).unwrap();
+    // Counting goes on far past any of the deadlines below.
+    let counting =
+        json!({"input": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "task_settings": {"max_tokens": 2000}});
+    let warm = s.post(
+        &format!("{COMPLETION}?timeout=120s"),
+        &json!({"input": "Hi", "task_settings": {"max_tokens": 1}}),
     );
+    assert_eq!(warm.status().as_u16(), 200);
+    // A deadline before the first chunk is a plain 408; find one that falls
+    // after it, however busy the machine is.
+    for ms in [250, 500, 1000, 2000, 4000, 8000, 16000] {
+        let response = s.post(&format!("{COMPLETION}/_stream?timeout={ms}ms"), &counting);
+        if response.status().as_u16() == 408 {
+            assert_eq!(error_type(&response.json().unwrap()), "status_exception");
+            continue;
+        }
+        let streamed = events(response);
+        let (last_event, last_data) = streamed.last().unwrap();
+        assert_eq!(last_event, "error", "the stream ends with an error event");
+        let envelope: Value = serde_json::from_str(last_data).unwrap();
+        assert_eq!(envelope["status"], 408, "{envelope}");
+        error_type(&envelope);
+        assert!(streamed.len() > 1, "chunks came before the error");
+        assert!(streamed.iter().all(|(_, data)| data != "[DONE]"));
+        // The instance is usable again.
+        let next = s.post(
+            &format!("{COMPLETION}?timeout=120s"),
+            &json!({"input": FRANCE, "task_settings": {"max_tokens": 8}}),
+        );
+        assert_eq!(next.status().as_u16(), 200);
+        return;
+    }
+    panic!("no deadline up to 16 s fell after the first chunk");
 }

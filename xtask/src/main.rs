@@ -28,7 +28,8 @@ enum Cmd {
     /// Models, build, then every check and test: fmt, clippy, cargo tests,
     /// the model tooling's tests and the Python client tests.
     Test,
-    /// Models, build, then the benchmarks (HTTP vs native core vs ONNX Runtime).
+    /// Models, build, then the benchmarks: the server through HTTP against the
+    /// native core, per task type (`bench --help` lists them).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -1,0 +1,41 @@
+//! The server side of the benchmarks: one endpoint with an allocation per
+//! concurrent client, and JSON requests that must succeed.
+
+use anyhow::{ensure, Result};
+use e2e_tests::{json, Client, Server, Value};
+use std::time::Duration;
+
+/// Starts a server and creates `task`/`id` on `model` with `allocations`.
+pub fn start(task: &str, id: &str, model: &str, allocations: usize) -> Result<Server> {
+    eprintln!("starting the server (the first start compiles the components, about a minute)");
+    let server = Server::start(&[])?;
+    let created = server.put(
+        &format!("/_inference/{task}/{id}"),
+        &json!({
+            "service": "elasticsearch",
+            "service_settings": {
+                "model_id": model,
+                "num_allocations": allocations,
+                "num_threads": 1
+            }
+        }),
+    );
+    ensure!(
+        created.status().is_success(),
+        "creating the endpoint: {}",
+        created.text()?
+    );
+    // The endpoint loads its instances in the background; a request that
+    // finds none idle waits for them, so let them finish before timing.
+    std::thread::sleep(Duration::from_secs(3));
+    Ok(server)
+}
+
+/// POSTs `body` to `url` and returns the answer, failing on an error status.
+pub fn post(client: &Client, url: &str, body: &Value) -> Result<Value> {
+    let response = client.post(url).json(body).send()?;
+    let status = response.status();
+    let body: Value = response.json()?;
+    ensure!(status.is_success(), "HTTP {status}: {body}");
+    Ok(body)
+}

@@ -1,0 +1,278 @@
+//! text_embedding with all-minilm-l6-v2 three ways, on the same workloads:
+//!
+//! - the server, through HTTP (WebAssembly components, tract inside);
+//! - the native ML core in-process (`ml_core::TextEmbedder`, tract natively);
+//! - ONNX Runtime on the same `model.onnx` (`ort_bench.py`).
+//!
+//! It ends with the server's time from process start to first answer on a
+//! warm compile cache.
+
+use crate::workload::{self, corpus_path, timed_workloads, Backend, Options, Run};
+use anyhow::{bail, ensure, Context, Result};
+use clap::Parser;
+use e2e_tests::{json, Client, Server, Value};
+use ml_core::{cosine, TextEmbedder};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODEL: &str = "all-minilm-l6-v2";
+const PRECONFIGURED: &str = ".multilingual-e5-small-elasticsearch";
+const ORT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ort_bench.py");
+
+#[derive(Parser)]
+pub struct EmbeddingArgs {
+    #[command(flatten)]
+    pub options: Options,
+    /// Server starts timed for the time to first answer.
+    #[arg(long, default_value_t = 3)]
+    pub starts: usize,
+    /// Skip ONNX Runtime (needs the model tooling's venv).
+    #[arg(long)]
+    pub skip_ort: bool,
+}
+
+pub fn run(args: &EmbeddingArgs) -> Result<()> {
+    let options = &args.options;
+    options.check()?;
+    let corpus = workload::corpus()?;
+    let model_dir = e2e_tests::model_cache().join(MODEL);
+    println!(
+        "text_embedding: corpus {} sentences; model {MODEL}; concurrency {}; each workload {:.0} s and at least {} requests, after {:.0} s warm-up",
+        corpus.len(),
+        options.concurrency,
+        options.seconds,
+        options.min_requests,
+        options.warmup
+    );
+    workload::print_machine();
+    let kernels = ml_core::kernels::report();
+    println!(
+        "native tract: isa {}, matmul tiers {}",
+        kernels.isa,
+        kernels.tiers.join(" > ")
+    );
+
+    // A reference for checking that every backend computes the same vectors.
+    let reference_texts = &corpus[..4];
+    let reference = TextEmbedder::load(&model_dir)?
+        .embed(reference_texts, None)?
+        .into_iter()
+        .map(|e| e.values)
+        .collect::<Vec<_>>();
+
+    let mut backends = vec![bench_server(options, &corpus, reference_texts, &reference)?];
+    backends.push(bench_native(options, &corpus, &model_dir)?);
+    if !args.skip_ort {
+        backends.push(bench_ort(options, &model_dir, &reference)?);
+    }
+    let starts = time_starts(args.starts)?;
+
+    let labels = [
+        format!("1 input, concurrency {}", options.concurrency),
+        format!(
+            "{} inputs, concurrency {}",
+            options.batch, options.concurrency
+        ),
+    ];
+    workload::print_table(&labels, &backends);
+    print_starts(&starts);
+    Ok(())
+}
+
+fn bench_server(
+    args: &Options,
+    corpus: &[String],
+    reference_texts: &[String],
+    reference: &[Vec<f32>],
+) -> Result<Backend> {
+    eprintln!("starting the server (the first start compiles the components, about a minute)");
+    let server = Server::start(&[])?;
+    let created = server.put(
+        "/_inference/text_embedding/bench-minilm",
+        &json!({
+            "service": "elasticsearch",
+            "service_settings": {
+                "model_id": MODEL,
+                "num_allocations": args.concurrency,
+                "num_threads": 1
+            }
+        }),
+    );
+    ensure!(
+        created.status().is_success(),
+        "creating the endpoint: {}",
+        created.text()?
+    );
+    // The endpoint loads its instances in the background; a request that
+    // finds none idle loads another, so let them finish first.
+    std::thread::sleep(Duration::from_secs(3));
+    let url = format!("{}/_inference/text_embedding/bench-minilm", server.url);
+    let embed = |client: &mut Client, texts: &[String]| -> Result<Vec<Vec<f32>>> {
+        let response = client.post(&url).json(&json!({ "input": texts })).send()?;
+        let status = response.status();
+        let body: Value = response.json()?;
+        ensure!(status.is_success(), "HTTP {status}: {body}");
+        let items = body["text_embedding"]
+            .as_array()
+            .with_context(|| format!("not a text_embedding response: {body}"))?;
+        let vectors = items
+            .iter()
+            .map(|i| Ok(serde_json::from_value(i["embedding"].clone())?))
+            .collect::<Result<Vec<Vec<f32>>>>()?;
+        ensure!(
+            vectors.len() == texts.len(),
+            "{} vectors for {} inputs",
+            vectors.len(),
+            texts.len()
+        );
+        Ok(vectors)
+    };
+    let mut client = server.client.clone();
+    check_agreement("server", &embed(&mut client, reference_texts)?, reference)?;
+    let mut clients = vec![server.client.clone(); args.concurrency];
+    let batches = [1, args.batch];
+    timed_workloads(
+        "server (HTTP)",
+        args,
+        &batches,
+        &mut clients,
+        corpus,
+        |c, texts| embed(c, texts).map(drop),
+    )
+}
+
+fn bench_native(args: &Options, corpus: &[String], model_dir: &Path) -> Result<Backend> {
+    let mut embedders = (0..args.concurrency)
+        .map(|_| TextEmbedder::load(model_dir))
+        .collect::<Result<Vec<_>>>()?;
+    let batches = [1, args.batch];
+    timed_workloads(
+        "native core",
+        args,
+        &batches,
+        &mut embedders,
+        corpus,
+        |e, texts| {
+            let vectors = e.embed(texts, None)?;
+            ensure!(vectors.len() == texts.len(), "wrong number of vectors");
+            Ok(())
+        },
+    )
+}
+
+fn bench_ort(args: &Options, model_dir: &Path, reference: &[Vec<f32>]) -> Result<Backend> {
+    let python = e2e_tests::model_cache().join("venv/bin/python");
+    ensure!(
+        python.exists(),
+        "{} does not exist: run `python3 models/fetch.py` (or pass --skip-ort)",
+        python.display()
+    );
+    let output = Command::new(&python)
+        .arg(ORT_SCRIPT)
+        .arg("--model-dir")
+        .arg(model_dir)
+        .args(["--corpus", corpus_path()])
+        .args(["--seconds", &args.seconds.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--batch", &args.batch.to_string()])
+        .args(["--min-requests", &args.min_requests.to_string()])
+        .args(["--check", &reference.len().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if !output.status.success() {
+        bail!("ort_bench.py exited with {}", output.status);
+    }
+    let result: Value = serde_json::from_slice(&output.stdout).context("ort_bench.py output")?;
+    let vectors: Vec<Vec<f32>> = serde_json::from_value(result["check"].clone())?;
+    check_agreement("ONNX Runtime", &vectors, reference)?;
+    eprintln!("ONNX Runtime environment: {}", result["env"]);
+    let run = |name: &str| -> Result<Run> {
+        let w = &result[name];
+        let latencies: Vec<f64> = serde_json::from_value(w["latencies_ms"].clone())?;
+        Ok(Run {
+            latencies: latencies
+                .into_iter()
+                .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                .collect(),
+            docs: w["docs"].as_u64().context("docs")? as usize,
+            wall: Duration::from_secs_f64(w["wall_s"].as_f64().context("wall_s")?),
+        })
+    };
+    Ok(Backend {
+        name: "ONNX Runtime",
+        runs: vec![run("single")?, run("batch")?],
+    })
+}
+
+/// The same texts must give the same vectors (up to float noise), or the
+/// comparison would be between different computations.
+fn check_agreement(name: &str, vectors: &[Vec<f32>], reference: &[Vec<f32>]) -> Result<()> {
+    ensure!(
+        vectors.len() == reference.len(),
+        "{name}: wrong number of vectors"
+    );
+    let worst = vectors
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| cosine(a, b))
+        .fold(f32::INFINITY, f32::min);
+    ensure!(
+        worst > 0.999,
+        "{name} disagrees with the native core: cosine {worst}"
+    );
+    eprintln!("{name} agrees with the native core: lowest cosine {worst:.6}");
+    Ok(())
+}
+
+/// Spawns a server on a fresh data dir whose compile cache is warm, and times
+/// it from spawn to `listening on` and to the first embedding answered.
+fn time_starts(starts: usize) -> Result<Vec<(Duration, Duration)>> {
+    // An untimed start first: the components may have been rebuilt since the
+    // benchmark's server started, and then the first start compiles them.
+    drop(Server::start(&[])?);
+    (0..starts)
+        .map(|_| {
+            let started = Instant::now();
+            let server = Server::start(&[])?;
+            let listening = started.elapsed();
+            let url = format!("{}/_inference/text_embedding/{PRECONFIGURED}", server.url);
+            let client = e2e_tests::client();
+            // Retry until answered: a request may find the instance still loading.
+            loop {
+                let ok = client
+                    .post(&url)
+                    .json(&json!({ "input": "Is this seat taken?" }))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    return Ok((listening, started.elapsed()));
+                }
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!("no embedding from a new server within 120 s");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .collect()
+}
+
+fn print_starts(starts: &[(Duration, Duration)]) {
+    let mut first: Vec<f64> = starts.iter().map(|s| s.1.as_secs_f64()).collect();
+    first.sort_by(f64::total_cmp);
+    println!();
+    println!("server start to first answer (warm compile cache, fresh data dir), seconds:");
+    for (i, (listening, answered)) in starts.iter().enumerate() {
+        println!(
+            "  start {}: listening after {:.2}, first embedding from {PRECONFIGURED} after {:.2}",
+            i + 1,
+            listening.as_secs_f64(),
+            answered.as_secs_f64()
+        );
+    }
+    if let Some(median) = first.get(first.len() / 2) {
+        println!("  median to first embedding: {median:.2}");
+    }
+}
