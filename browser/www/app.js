@@ -134,7 +134,7 @@ function drawHeatmap(sentences, embeddings) {
   const map = $("heatmap");
   const n = sentences.length;
   map.replaceChildren();
-  map.style.gridTemplateColumns = `minmax(80px, 14em) repeat(${n}, minmax(0, 1fr))`;
+  map.style.gridTemplateColumns = `minmax(80px, 16em) repeat(${n}, minmax(0, 52px))`;
   map.append(Object.assign(document.createElement("div"), { className: "label col-label" }));
   for (let j = 0; j < n; j++) {
     map.append(
@@ -177,7 +177,7 @@ function drawRanking(sentences, embeddings, queryEmbedding) {
       const item = document.createElement("li");
       const width = Math.max(0, score) * 100;
       item.innerHTML = `<span class="text"></span>
-        <span class="bar"><span style="width:${width.toFixed(1)}%"></span>
+        <span class="bar"><span class="fill" style="width:${(width * 0.85).toFixed(1)}%"></span>
         <span class="score">${score.toFixed(4)}</span></span>`;
       item.querySelector(".text").textContent = text;
       return item;
