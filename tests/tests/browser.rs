@@ -23,7 +23,7 @@ const SENTENCES: [&str; 5] = [
     "The cat sits on the mat.",
     "A kitten is sleeping on the rug.",
     "Stocks fell sharply after the central bank raised rates.",
-    "Le chat dort sur le canapé, près de la fenêtre.",
+    "The orchestra tuned their instruments before the concert.",
     "Photosynthesis turns sunlight, water and carbon dioxide into sugar.",
 ];
 
