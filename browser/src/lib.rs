@@ -58,13 +58,9 @@ impl TextEmbedder {
         self.inner.encoder.config.dimensions
     }
 
-    /// One `Float32Array` per input, in input order. `inputType` is
+    /// One `Float32Array` per input, in input order. `input_type` is
     /// Elasticsearch's `input_type` (`search`, `ingest`, ...) or undefined.
-    pub fn embed(
-        &self,
-        inputs: Vec<String>,
-        input_type: Option<String>,
-    ) -> Result<Array, JsError> {
+    pub fn embed(&self, inputs: Vec<String>, input_type: Option<String>) -> Result<Array, JsError> {
         let embeddings = self
             .inner
             .embed(&inputs, parse_input_type(input_type)?)
