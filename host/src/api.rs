@@ -151,14 +151,21 @@ fn internal(e: anyhow::Error) -> EsError {
 }
 
 pub fn router(app: Arc<App>) -> axum::Router {
-    axum::Router::new().fallback(handle).with_state(app).layer(
-        tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+    router_with_demo(app, None)
+}
+
+/// The API, and with `demo` the browser demo (`crate::demo`) under the same layers.
+pub fn router_with_demo(app: Arc<App>, demo: Option<std::path::PathBuf>) -> axum::Router {
+    let routes = demo.map(crate::demo::routes).unwrap_or_default();
+    routes
+        .fallback(handle)
+        .with_state(app)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             error_response(
                 &EsError::internal("the server failed while handling this request"),
                 false,
             )
-        }),
-    )
+        }))
 }
 
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {

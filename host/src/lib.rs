@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod demo;
 pub mod generation;
 pub mod pool;
 pub mod runtime;

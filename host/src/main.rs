@@ -56,6 +56,10 @@ struct Cli {
     log_level: String,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve the browser demo at `/_demo/` from this directory (what
+    /// `cargo xtask browser` assembles), with the model files it loads.
+    #[arg(long, env = "INFERENCE_DEMO_DIR")]
+    demo_dir: Option<PathBuf>,
     /// Compile the components into the data dir's cache, then exit.
     #[arg(long)]
     compile_only: bool,
@@ -146,7 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
     );
     // Tests and scripts read this line to find the port.
     println!("listening on http://{address}");
-    axum::serve(listener, api::router(app))
+    axum::serve(listener, api::router_with_demo(app, cli.demo_dir))
         .with_graceful_shutdown(shutdown())
         .await?;
     Ok(())

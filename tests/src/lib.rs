@@ -53,6 +53,22 @@ pub fn model_cache() -> PathBuf {
     })
 }
 
+/// The browser demo bundle `cargo xtask browser` assembles:
+/// `INFERENCE_DEMO_DIR`, else `<target>/browser-bundle`.
+pub fn demo_dir() -> PathBuf {
+    env_path("INFERENCE_DEMO_DIR", || {
+        release_dir()
+            .parent()
+            .expect("target dir")
+            .join("browser-bundle")
+    })
+}
+
+/// The cargo target directory (where tests leave screenshots and the like).
+pub fn target_dir() -> PathBuf {
+    release_dir().parent().expect("target dir").to_path_buf()
+}
+
 /// Compiled components are cached across test servers (compiling takes tens
 /// of seconds); endpoint stores are per server.
 pub fn shared_compile_cache() -> PathBuf {

@@ -34,7 +34,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the browser demo: the ML core for wasm32-unknown-unknown through
+    /// wasm-bindgen, and the page, into `<target>/browser-bundle`.
+    Browser,
+    /// Models, build, then the corpus embedded in chromium against the native core.
+    BenchBrowser,
 }
+
+/// The wasm-bindgen CLI must match the `wasm-bindgen` crate exactly.
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
 /// The task components, with the crate that builds each.
 const COMPONENTS: [(&str, &str); 4] = [
@@ -61,10 +69,33 @@ fn main() -> Result<()> {
             models()?;
             build(&target, false)?;
             step("serve", || {
-                run(Command::new(target.join("release/inference-host")).args(&args))
+                run(Command::new(target.join("release/inference-host"))
+                    .arg("--demo-dir")
+                    .arg(target.join(BROWSER_BUNDLE))
+                    .args(&args))
             })
         }
         Cmd::Test => test(&target),
+        Cmd::Browser => browser(&target),
+        Cmd::BenchBrowser => {
+            models()?;
+            build(&target, false)?;
+            install_chromium()?;
+            step("bench-browser", || {
+                run(cargo().args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "e2e-tests",
+                    "--test",
+                    "browser",
+                    "--",
+                    "--ignored",
+                    "--nocapture",
+                    "bench_browser_against_native",
+                ]))
+            })
+        }
         Cmd::Bench { args } => {
             models()?;
             build(&target, false)?;
@@ -97,6 +128,18 @@ fn test(target: &Path) -> Result<()> {
             "--",
             "-D",
             "warnings",
+        ]))?;
+        // The browser crate is not a default member: it builds for the web only.
+        run(cargo().args([
+            "clippy",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "inference-browser",
+            "--",
+            "-D",
+            "warnings",
         ]))
     })?;
     step("compile components for the test servers", || {
@@ -115,6 +158,7 @@ fn test(target: &Path) -> Result<()> {
             .arg("--components")
             .arg(target.join("components")))
     })?;
+    install_chromium()?;
     step("cargo tests", || run(cargo().args(["test", "--release"])))?;
     step("model tooling tests", || {
         run(Command::new(venv_python(&model_cache().join("venv"))).arg("models/test_models.py"))
@@ -163,9 +207,80 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         }
         Ok(())
     })?;
+    browser(target)?;
     // All native crates at once: the same feature set as `cargo test`, so
     // the tests reuse these artifacts instead of compiling wasmtime again.
     step("host", || run(cargo().args(["build", "--release"])))
+}
+
+/// Where `cargo xtask browser` assembles the demo, under the target directory.
+const BROWSER_BUNDLE: &str = "browser-bundle";
+
+/// Builds `inference-browser` for wasm32-unknown-unknown (simd128 comes from
+/// .cargo/config.toml), generates its JavaScript glue with wasm-bindgen
+/// (`--target web`) and puts it beside the page's files: a static directory
+/// that any web server can serve, and that `--demo-dir` serves at `/_demo/`.
+fn browser(target: &Path) -> Result<()> {
+    step("browser demo", || {
+        let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+        if !installed.lines().any(|t| t == "wasm32-unknown-unknown") {
+            run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+        }
+        run(cargo().args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "inference-browser",
+        ]))?;
+        let bundle = target.join(BROWSER_BUNDLE);
+        run(Command::new(wasm_bindgen()?)
+            .args(["--target", "web", "--no-typescript", "--out-dir"])
+            .arg(bundle.join("pkg"))
+            .arg(target.join("wasm32-unknown-unknown/release/inference_browser.wasm")))?;
+        for entry in std::fs::read_dir("browser/www")? {
+            let path = entry?.path();
+            if path.is_file() {
+                copy_if_changed(&path, &bundle.join(path.file_name().expect("a file name")))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The wasm-bindgen CLI of the crate's version, installed once into a tools
+/// directory beside the model cache (outside the clone) when missing.
+fn wasm_bindgen() -> Result<PathBuf> {
+    let root = model_cache()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("tools");
+    let bin = root.join("bin/wasm-bindgen");
+    let version = output(Command::new(&bin).arg("--version")).unwrap_or_default();
+    if version.split_whitespace().nth(1) != Some(WASM_BINDGEN_VERSION) {
+        // Without --locked: the CLI's own lock file does not build on this toolchain.
+        run(cargo()
+            .args(["install", "wasm-bindgen-cli", "--force", "--version"])
+            .arg(WASM_BINDGEN_VERSION)
+            .arg("--root")
+            .arg(&root)
+            .env_remove("CARGO_TARGET_DIR"))?;
+    }
+    Ok(bin)
+}
+
+/// The browser test drives Debian's chromium through chromedriver.
+fn install_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    step("chromium and chromedriver", || {
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    })
 }
 
 /// Copies unless the destination already has the same bytes, so the host's

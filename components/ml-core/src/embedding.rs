@@ -22,6 +22,11 @@ impl TextEmbedder {
         Self::new(Encoder::load(dir)?)
     }
 
+    /// Builds the embedder from file contents (the browser has bytes, not paths).
+    pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
+        Self::new(Encoder::from_bytes(model_json, tokenizer_json, onnx)?)
+    }
+
     pub fn new(encoder: Encoder) -> Result<Self> {
         if encoder.config.head == Some(Head::Classification) {
             bail!(

@@ -21,6 +21,11 @@ impl SparseEmbedder {
         Self::new(Encoder::load(dir)?)
     }
 
+    /// Builds the embedder from file contents (the browser has bytes, not paths).
+    pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
+        Self::new(Encoder::from_bytes(model_json, tokenizer_json, onnx)?)
+    }
+
     pub fn new(encoder: Encoder) -> Result<Self> {
         if encoder.config.pooling != Pooling::Splade {
             bail!("model [{}] is not a SPLADE model", encoder.config.model_id);
