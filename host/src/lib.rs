@@ -6,4 +6,5 @@ pub mod catalog;
 pub mod generation;
 pub mod pool;
 pub mod runtime;
+pub mod security;
 pub mod store;
