@@ -446,7 +446,9 @@ pub fn parse_invalidate_api_keys(body: &[u8]) -> Result<InvalidateApiKeys, EsErr
     };
     for (key, value) in fields {
         match key.as_str() {
-            "id" => out.ids.push(value.as_str().ok_or_else(|| bad("id"))?.into()),
+            "id" => out
+                .ids
+                .push(value.as_str().ok_or_else(|| bad("id"))?.into()),
             "ids" => {
                 for v in value.as_array().ok_or_else(|| bad("ids"))? {
                     out.ids.push(v.as_str().ok_or_else(|| bad("ids"))?.into());
@@ -608,12 +610,17 @@ mod tests {
         );
         let e = parse_create_api_key(br#"{"expiration": "1d"}"#).unwrap_err();
         assert_eq!(e.error_type, "action_request_validation_exception");
-        let e = parse_create_api_key(br#"{"name": "k", "role_descriptors": {"r": {"cluster": ["root"]}}}"#)
-            .unwrap_err();
+        let e = parse_create_api_key(
+            br#"{"name": "k", "role_descriptors": {"r": {"cluster": ["root"]}}}"#,
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         let e = parse_create_api_key(br#"{"name": "k", "bogus": 1}"#).unwrap_err();
         assert_eq!(e.error_type, "x_content_parse_exception");
-        assert_eq!(parse_create_api_key(b"").unwrap_err().error_type, "parse_exception");
+        assert_eq!(
+            parse_create_api_key(b"").unwrap_err().error_type,
+            "parse_exception"
+        );
         assert_eq!(parse_create_api_key(b"[").unwrap_err().status, 400);
     }
 

@@ -164,10 +164,21 @@ fn path() -> impl Strategy<Value = String> {
 
 fn query() -> impl Strategy<Value = Option<String>> {
     let key = prop_oneof![
-        prop::sample::select(&[
-            "timeout", "dry_run", "force", "pretty", "error_trace", "filter_path", "id", "name",
-            "owner", "bogus", "",
-        ][..])
+        prop::sample::select(
+            &[
+                "timeout",
+                "dry_run",
+                "force",
+                "pretty",
+                "error_trace",
+                "filter_path",
+                "id",
+                "name",
+                "owner",
+                "bogus",
+                "",
+            ][..]
+        )
         .prop_map(str::to_string),
         "[a-z_%]{0,6}",
     ];
@@ -191,14 +202,22 @@ fn query() -> impl Strategy<Value = Option<String>> {
 }
 
 fn method() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(&["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "get"][..])
+    prop::sample::select(
+        &[
+            "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "get",
+        ][..],
+    )
 }
 
 fn catalog() -> Catalog {
     Catalog::new(vec![
         ModelInfo {
             model_id: "all-minilm-l6-v2".into(),
-            task_types: vec![TaskType::TextEmbedding, TaskType::Embedding, TaskType::Rerank],
+            task_types: vec![
+                TaskType::TextEmbedding,
+                TaskType::Embedding,
+                TaskType::Rerank,
+            ],
         },
         ModelInfo {
             model_id: "splade-tiny".into(),
@@ -245,7 +264,10 @@ fn check(err: &EsError) -> Result<(), TestCaseError> {
     let body = err.to_json();
     prop_assert_eq!(&body["status"], &json!(err.status));
     prop_assert!(!err.error_type.is_empty());
-    prop_assert_eq!(&body["error"]["root_cause"][0]["type"], &json!(err.error_type));
+    prop_assert_eq!(
+        &body["error"]["root_cause"][0]["type"],
+        &json!(err.error_type)
+    );
     Ok(())
 }
 

@@ -23,14 +23,19 @@ fn body_inputs_and_characters_limits() {
     ])
     .unwrap();
     let (status, body) = status_and_body(server.post(E5, &json!({"input": "x".repeat(3000)})));
-    assert_eq!((status, error_type(&body).as_str()), (413, "status_exception"), "{body}");
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (413, "status_exception"),
+        "{body}"
+    );
 
     let (status, body) = status_and_body(server.post(E5, &json!({"input": ["a", "b", "c", "d"]})));
     assert_eq!(status, 400, "{body}");
     let (status, body) = status_and_body(server.post(E5, &json!({"input": "y".repeat(51)})));
     assert_eq!(status, 400, "{body}");
 
-    let (status, body) = status_and_body(server.post(E5, &json!({"input": ["a", "b", "y".repeat(50)]})));
+    let (status, body) =
+        status_and_body(server.post(E5, &json!({"input": ["a", "b", "y".repeat(50)]})));
     assert_eq!(status, 200, "at the limits: {body}");
 }
 
@@ -69,7 +74,10 @@ fn queue_bound_answers_429_with_retry_after_and_deadline_408() {
         assert_eq!(retry.as_deref(), Some("1"));
         assert_eq!(error_type(body), "status_exception");
     }
-    assert!(answers.iter().all(|a| a.0 == 200 || a.0 == 429), "{answers:?}");
+    assert!(
+        answers.iter().all(|a| a.0 == 200 || a.0 == 429),
+        "{answers:?}"
+    );
     assert!(answers.iter().filter(|a| a.0 == 200).count() >= 1);
 
     // A deadline shorter than the work: 408.
@@ -77,5 +85,9 @@ fn queue_bound_answers_429_with_retry_after_and_deadline_408() {
         "/_inference/completion/one-llm?timeout=1ms",
         &json!({"input": "Tell me everything.", "task_settings": {"max_tokens": 64}}),
     ));
-    assert_eq!((status, error_type(&body).as_str()), (408, "status_exception"), "{body}");
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (408, "status_exception"),
+        "{body}"
+    );
 }

@@ -66,9 +66,12 @@ fn run_mix(url: &str, seconds: u64) -> Counts {
             std::thread::spawn(move || {
                 let client = client();
                 // A per-client LCG: a spread of the mix without a dependency.
-                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                let mut state =
+                    0x9E37_79B9_7F4A_7C15u64 ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
                 while !stop.load(Ordering::Relaxed) {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     let (label, method, path, body) = pick(state >> 33, c);
                     let mut req = client.request(method.parse().unwrap(), format!("{url}{path}"));
                     if let Some(b) = body {
@@ -80,8 +83,9 @@ fn run_mix(url: &str, seconds: u64) -> Counts {
                             // Read the whole answer (streams included).
                             let text = r.text().unwrap_or_default();
                             if status >= 400 && label != "oversized_body" {
-                                let v: Value = serde_json::from_str(&text)
-                                    .unwrap_or_else(|_| panic!("{label}: {status} without an envelope: {text}"));
+                                let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| {
+                                    panic!("{label}: {status} without an envelope: {text}")
+                                });
                                 assert!(v["error"]["type"].is_string(), "{label}: {text}");
                             }
                             status
@@ -115,7 +119,10 @@ fn sixty_four_clients_for_a_minute() {
     // Endpoints that must come through untouched.
     let mut kept = BTreeMap::new();
     for i in 0..8 {
-        let r = server.put(&format!("/_inference/text_embedding/kept-{i}"), &endpoint(1 + i % 2));
+        let r = server.put(
+            &format!("/_inference/text_embedding/kept-{i}"),
+            &endpoint(1 + i % 2),
+        );
         assert_eq!(r.status(), 200);
         kept.insert(format!("kept-{i}"), r.json::<Value>().unwrap());
     }
@@ -134,7 +141,10 @@ fn sixty_four_clients_for_a_minute() {
     for ((_, status), n) in &counts {
         *by_status.entry(*status).or_default() += n;
     }
-    println!("load: {CLIENTS} clients, {elapsed:.0} s, {total} requests ({:.1}/s)", total as f64 / elapsed);
+    println!(
+        "load: {CLIENTS} clients, {elapsed:.0} s, {total} requests ({:.1}/s)",
+        total as f64 / elapsed
+    );
     println!("load: by status {by_status:?}");
     for ((label, status), n) in &counts {
         println!("load:   {label:>18} {status} x{n}");
@@ -154,7 +164,13 @@ fn sixty_four_clients_for_a_minute() {
         by_status.keys().all(|s| allowed.contains(s)),
         "unexpected statuses: {by_status:?}"
     );
-    for task in ["text_embedding", "sparse_embedding", "rerank", "completion", "chat_completion"] {
+    for task in [
+        "text_embedding",
+        "sparse_embedding",
+        "rerank",
+        "completion",
+        "chat_completion",
+    ] {
         assert!(
             counts.get(&(task, 200)).copied().unwrap_or(0) > 0,
             "{task} never succeeded under load: {counts:?}"
@@ -170,7 +186,11 @@ fn sixty_four_clients_for_a_minute() {
     for (id, info) in &kept {
         let r = server.get(&format!("/_inference/text_embedding/{id}"));
         assert_eq!(r.status(), 200);
-        assert_eq!(&r.json::<Value>().unwrap()["endpoints"][0], info, "{id} changed");
+        assert_eq!(
+            &r.json::<Value>().unwrap()["endpoints"][0],
+            info,
+            "{id} changed"
+        );
     }
     let r = server.post(
         "/_inference/text_embedding/.multilingual-e5-small-elasticsearch",
@@ -178,5 +198,11 @@ fn sixty_four_clients_for_a_minute() {
     );
     assert_eq!(r.status(), 200);
     let v: Value = r.json().unwrap();
-    assert_eq!(v["text_embedding"][0]["embedding"].as_array().unwrap().len(), 384);
+    assert_eq!(
+        v["text_embedding"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        384
+    );
 }

@@ -18,14 +18,13 @@ const E5: &str = ".multilingual-e5-small-elasticsearch";
 /// Adds a user through the CLI, the password on standard input.
 fn add_user(data_dir: &Path, name: &str, password: &str, roles: &[&str]) -> anyhow::Result<()> {
     let mut cmd = Command::new(host_bin());
-    cmd.arg("--data-dir").arg(data_dir).args(["users", "add", name]);
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(["users", "add", name]);
     for r in roles {
         cmd.args(["--role", r]);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = cmd.stdin(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     writeln!(child.stdin.take().unwrap(), "{password}")?;
     anyhow::ensure!(child.wait()?.success(), "users add {name} failed");
     Ok(())
@@ -134,7 +133,13 @@ fn basic_auth_roles_and_privileges() {
         let (status, _, body) = call(&server, "GET", "/_inference", None, &auth);
         assert_eq!(status, 401, "{body}");
     }
-    let (status, _, body) = call(&server, "GET", "/_inference", None, &Auth::Basic((BOB.0, "wrong")));
+    let (status, _, body) = call(
+        &server,
+        "GET",
+        "/_inference",
+        None,
+        &Auth::Basic((BOB.0, "wrong")),
+    );
     assert_eq!(status, 401);
     assert_eq!(
         body["error"]["reason"],
@@ -153,20 +158,44 @@ fn basic_auth_roles_and_privileges() {
         &bob,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["text_embedding"][0]["embedding"].as_array().unwrap().len(), 384);
-    let (status, _, body) = call(&server, "PUT", "/_inference/text_embedding/bobs", Some(&minilm()), &bob);
+    assert_eq!(
+        body["text_embedding"][0]["embedding"]
+            .as_array()
+            .unwrap()
+            .len(),
+        384
+    );
+    let (status, _, body) = call(
+        &server,
+        "PUT",
+        "/_inference/text_embedding/bobs",
+        Some(&minilm()),
+        &bob,
+    );
     assert_eq!(status, 403, "{body}");
     assert_eq!(error_type(&body), "security_exception");
     assert_eq!(
         body["error"]["reason"],
         "action [cluster:admin/xpack/inference/put] is unauthorized for user [bob] with effective roles [inference_user], this action is granted by the cluster privileges [manage_inference,manage,all]"
     );
-    let (status, _, _) = call(&server, "POST", "/_security/api_key", Some(&json!({"name": "k"})), &bob);
+    let (status, _, _) = call(
+        &server,
+        "POST",
+        "/_security/api_key",
+        Some(&json!({"name": "k"})),
+        &bob,
+    );
     assert_eq!(status, 403);
 
     // inference_admin: the whole endpoint lifecycle.
     let alice = Auth::Basic(ALICE);
-    let (status, _, body) = call(&server, "PUT", "/_inference/text_embedding/alices", Some(&minilm()), &alice);
+    let (status, _, body) = call(
+        &server,
+        "PUT",
+        "/_inference/text_embedding/alices",
+        Some(&minilm()),
+        &alice,
+    );
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = call(
         &server,
@@ -176,14 +205,38 @@ fn basic_auth_roles_and_privileges() {
         &alice,
     );
     assert!(status == 200 || status == 400, "{status} {body}");
-    let (status, _, body) = call(&server, "DELETE", "/_inference/text_embedding/alices", None, &bob);
+    let (status, _, body) = call(
+        &server,
+        "DELETE",
+        "/_inference/text_embedding/alices",
+        None,
+        &bob,
+    );
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"]["reason"].as_str().unwrap().contains("cluster:admin/xpack/inference/delete"));
-    let (status, _, body) = call(&server, "DELETE", "/_inference/text_embedding/alices", None, &alice);
+    assert!(body["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cluster:admin/xpack/inference/delete"));
+    let (status, _, body) = call(
+        &server,
+        "DELETE",
+        "/_inference/text_embedding/alices",
+        None,
+        &alice,
+    );
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = call(&server, "POST", "/_security/api_key", Some(&json!({"name": "k"})), &alice);
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/_security/api_key",
+        Some(&json!({"name": "k"})),
+        &alice,
+    );
     assert_eq!(status, 403);
-    assert!(body["error"]["reason"].as_str().unwrap().contains("[manage_api_key,manage_security,all]"));
+    assert!(body["error"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("[manage_api_key,manage_security,all]"));
 
     // Who am I.
     let (status, _, me) = call(&server, "GET", "/_security/_authenticate", None, &bob);
@@ -195,7 +248,10 @@ fn basic_auth_roles_and_privileges() {
 
     // Route errors still come after authentication, as envelopes.
     let (status, _, body) = call(&server, "GET", "/_nothing", None, &bob);
-    assert_eq!((status, error_type(&body).as_str()), (400, "illegal_argument_exception"));
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (400, "illegal_argument_exception")
+    );
 
     assert_no_secrets(&server, &[ADMIN.1, ALICE.1, BOB.1, KEYMAN.1]);
 }
@@ -234,7 +290,10 @@ fn api_keys_the_elasticsearch_way() {
     );
     assert_eq!(key["name"], "reader");
     assert!(secret.len() >= 22);
-    assert_eq!(STANDARD.decode(&encoded).unwrap(), format!("{id}:{secret}").as_bytes());
+    assert_eq!(
+        STANDARD.decode(&encoded).unwrap(),
+        format!("{id}:{secret}").as_bytes()
+    );
     let expiration = key["expiration"].as_u64().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -252,7 +311,13 @@ fn api_keys_the_elasticsearch_way() {
         &reader,
     );
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = call(&server, "PUT", "/_inference/text_embedding/x", Some(&minilm()), &reader);
+    let (status, _, body) = call(
+        &server,
+        "PUT",
+        "/_inference/text_embedding/x",
+        Some(&minilm()),
+        &reader,
+    );
     assert_eq!(status, 403, "{body}");
     assert!(body["error"]["reason"]
         .as_str()
@@ -270,12 +335,20 @@ fn api_keys_the_elasticsearch_way() {
         &server,
         "POST",
         "/_security/api_key",
-        Some(&json!({"name": "wide", "role_descriptors": {"r": {"cluster": ["manage_inference", "all"]}}})),
+        Some(
+            &json!({"name": "wide", "role_descriptors": {"r": {"cluster": ["manage_inference", "all"]}}}),
+        ),
         &Auth::Basic(KEYMAN),
     );
     assert_eq!(status, 200, "{wide}");
     let wide_key = wide["encoded"].as_str().unwrap().to_string();
-    let (status, _, body) = call(&server, "PUT", "/_inference/text_embedding/y", Some(&minilm()), &Auth::Key(&wide_key));
+    let (status, _, body) = call(
+        &server,
+        "PUT",
+        "/_inference/text_embedding/y",
+        Some(&minilm()),
+        &Auth::Key(&wide_key),
+    );
     assert_eq!(status, 403, "{body}");
     let (status, _, _) = call(
         &server,
@@ -287,16 +360,39 @@ fn api_keys_the_elasticsearch_way() {
     assert_eq!(status, 200);
 
     // Listing: the caller's own keys, never a secret or a hash.
-    let (status, _, listed) = call(&server, "GET", "/_security/api_key", None, &Auth::Basic(KEYMAN));
+    let (status, _, listed) = call(
+        &server,
+        "GET",
+        "/_security/api_key",
+        None,
+        &Auth::Basic(KEYMAN),
+    );
     assert_eq!(status, 200);
-    let names: Vec<&str> = listed["api_keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["wide"]);
-    let (status, _, listed) = call(&server, "GET", &format!("/_security/api_key?id={id}"), None, &admin);
+    let (status, _, listed) = call(
+        &server,
+        "GET",
+        &format!("/_security/api_key?id={id}"),
+        None,
+        &admin,
+    );
     assert_eq!(status, 200);
     let text = listed.to_string();
-    assert!(!text.contains(&secret) && !text.contains(&encoded) && !text.contains("hash"), "{text}");
+    assert!(
+        !text.contains(&secret) && !text.contains(&encoded) && !text.contains("hash"),
+        "{text}"
+    );
     assert_eq!(listed["api_keys"][0]["invalidated"], false);
-    assert_eq!(listed["api_keys"][0]["role_descriptors"]["infer-only"]["cluster"], json!(["monitor_inference"]));
+    assert_eq!(
+        listed["api_keys"][0]["role_descriptors"]["infer-only"]["cluster"],
+        json!(["monitor_inference"])
+    );
 
     // Keys live in the store: they survive a restart.
     server.restart().unwrap();
@@ -304,13 +400,25 @@ fn api_keys_the_elasticsearch_way() {
     assert_eq!(status, 200);
 
     // Invalidated: refused from then on.
-    let (status, _, body) = call(&server, "DELETE", "/_security/api_key", Some(&json!({"ids": [id]})), &admin);
+    let (status, _, body) = call(
+        &server,
+        "DELETE",
+        "/_security/api_key",
+        Some(&json!({"ids": [id]})),
+        &admin,
+    );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["invalidated_api_keys"], json!([id]));
     let (status, _, body) = call(&server, "GET", "/_inference", None, &Auth::Key(&encoded));
     assert_eq!(status, 401, "{body}");
     assert_eq!(error_type(&body), "security_exception");
-    let (_, _, body) = call(&server, "DELETE", "/_security/api_key", Some(&json!({"ids": [id]})), &admin);
+    let (_, _, body) = call(
+        &server,
+        "DELETE",
+        "/_security/api_key",
+        Some(&json!({"ids": [id]})),
+        &admin,
+    );
     assert_eq!(body["previously_invalidated_api_keys"], json!([id]));
 
     // Expired: refused.
@@ -333,11 +441,25 @@ fn api_keys_the_elasticsearch_way() {
     assert_eq!(status, 401);
 
     // Bad create bodies are envelopes.
-    let (status, _, body) = call(&server, "POST", "/_security/api_key", Some(&json!({"role_descriptors": {}})), &admin);
-    assert_eq!((status, error_type(&body).as_str()), (400, "action_request_validation_exception"));
+    let (status, _, body) = call(
+        &server,
+        "POST",
+        "/_security/api_key",
+        Some(&json!({"role_descriptors": {}})),
+        &admin,
+    );
+    assert_eq!(
+        (status, error_type(&body).as_str()),
+        (400, "action_request_validation_exception")
+    );
 
     let log = server.log_text();
-    for s in [secret.as_str(), encoded.as_str(), wide_key.as_str(), short_key] {
+    for s in [
+        secret.as_str(),
+        encoded.as_str(),
+        wide_key.as_str(),
+        short_key,
+    ] {
         assert!(!log.contains(s), "an API key reached the log");
     }
     assert_no_secrets(&server, &[ADMIN.1, KEYMAN.1]);
@@ -369,7 +491,11 @@ fn tls_with_security() {
         setup_users,
     )
     .expect("TLS server starts");
-    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
     let client = Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
         .build()
@@ -383,7 +509,10 @@ fn tls_with_security() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200);
-    let response = client.get(format!("{}/_inference", server.url)).send().unwrap();
+    let response = client
+        .get(format!("{}/_inference", server.url))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 401);
     // Plain HTTP to the TLS port gets no answer from the API.
     let plain = server.url.replace("https://", "http://");
@@ -398,7 +527,10 @@ fn tls_with_security() {
 fn security_refuses_to_start_without_a_valid_users_file() {
     // No users file at all.
     let started = Server::start_with(&["--security"], |_| Ok(()));
-    assert!(started.is_err(), "security on with no users file must not start");
+    assert!(
+        started.is_err(),
+        "security on with no users file must not start"
+    );
     // A plain password where a hash belongs.
     let started = Server::start_with(&["--security"], |dir| {
         std::fs::write(

@@ -168,7 +168,10 @@ impl ApiKeys {
             .decode(encoded.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())))
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
         else {
             return Ok(None);
         };
@@ -233,7 +236,9 @@ mod tests {
     fn keys_authenticate_until_invalidated_and_only_hashes_are_stored() {
         let (keys, dir) = keys();
         let limited = Permission(vec![vec!["all".into()]]);
-        let key = keys.create(request(None), "admin", "file", limited).unwrap();
+        let key = keys
+            .create(request(None), "admin", "file", limited)
+            .unwrap();
         assert_eq!(key.record.id.len(), 20);
         assert_eq!(key.secret.len(), 22);
         let raw: Vec<u8> = keys.store.api_keys().unwrap().concat();
@@ -244,8 +249,12 @@ mod tests {
         let found = keys.authenticate(&key.encoded).unwrap().unwrap();
         assert_eq!(found.id, key.record.id);
         assert_eq!(found.permission().0.len(), 2);
-        assert!(found.permission().allows(es_wire::security::action::INFERENCE_POST));
-        assert!(!found.permission().allows(es_wire::security::action::INFERENCE_PUT));
+        assert!(found
+            .permission()
+            .allows(es_wire::security::action::INFERENCE_POST));
+        assert!(!found
+            .permission()
+            .allows(es_wire::security::action::INFERENCE_PUT));
 
         let wrong = STANDARD.encode(format!("{}:{}", key.record.id, "x".repeat(22)));
         assert!(keys.authenticate(&wrong).unwrap().is_none());

@@ -104,10 +104,7 @@ impl Security {
         let Some(value) = authorization else {
             return Err(wire::missing_credentials(uri));
         };
-        let Some((scheme, credentials)) = value
-            .to_str()
-            .ok()
-            .and_then(wire::parse_authorization)
+        let Some((scheme, credentials)) = value.to_str().ok().and_then(wire::parse_authorization)
         else {
             return Err(wire::missing_credentials(uri));
         };
@@ -182,12 +179,7 @@ impl Security {
                 };
                 let key = self
                     .keys
-                    .create(
-                        create,
-                        &subject.username,
-                        realm,
-                        subject.permission.clone(),
-                    )
+                    .create(create, &subject.username, realm, subject.permission.clone())
                     .map_err(internal)?;
                 tracing::info!(id = %key.record.id, name = %key.record.name, owner = %subject.username, "API key created");
                 Ok(wire::create_api_key_response(
@@ -347,14 +339,18 @@ pub async fn middleware(
         }
         let response = match security.serve(route, &subject, request).await {
             Ok(body) => {
-                let mut r = Response::new(Body::from(if pretty {
-                    serde_json::to_vec_pretty(&body)
-                } else {
-                    serde_json::to_vec(&body)
-                }
-                .expect("JSON serialises")));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut r = Response::new(Body::from(
+                    if pretty {
+                        serde_json::to_vec_pretty(&body)
+                    } else {
+                        serde_json::to_vec(&body)
+                    }
+                    .expect("JSON serialises"),
+                ));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 r
             }
             Err(e) => error_response(&e, pretty),

@@ -294,7 +294,10 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", UsersFile::read(&path).unwrap_err());
         assert!(err.contains("not a password hash"), "{err}");
-        assert!(!err.contains("plaintext"), "the value must not be echoed: {err}");
+        assert!(
+            !err.contains("plaintext"),
+            "the value must not be echoed: {err}"
+        );
 
         let mut bad = file_with("x", "pw", &["no_such_role"]);
         assert!(bad.write(&path).is_err());
