@@ -28,6 +28,7 @@ mod infer;
 mod json;
 mod response;
 mod route;
+pub mod security;
 mod types;
 
 pub use endpoint::{

@@ -389,7 +389,7 @@ fn parse_query(q: &str) -> Result<Vec<(String, String)>, EsError> {
 
 /// Percent-decoding to UTF-8, refusing broken escapes as Elasticsearch's
 /// `RestUtils.decodeComponent` does.
-fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, EsError> {
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool) -> Result<String, EsError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -177,7 +177,12 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         .await
         .unwrap_or_else(|e| error_response(&e, pretty));
     let not_allowed = response.status() == StatusCode::METHOD_NOT_ALLOWED;
+    let overloaded = response.status() == StatusCode::TOO_MANY_REQUESTS;
     let headers = response.headers_mut();
+    if overloaded {
+        // A queue slot usually frees within a request's time; clients retry then.
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     headers.insert(
         es_wire::PRODUCT_HEADER.0,
         HeaderValue::from_static(es_wire::PRODUCT_HEADER.1),

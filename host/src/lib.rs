@@ -7,4 +7,5 @@ pub mod demo;
 pub mod generation;
 pub mod pool;
 pub mod runtime;
+pub mod security;
 pub mod store;

@@ -2,10 +2,11 @@
 //! task components.
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use inference_host::api::{self, App};
 use inference_host::catalog::Models;
 use inference_host::runtime::{InstanceLimits, Runtime, TaskKind};
+use inference_host::security::{self, users, Security};
 use inference_host::store::EndpointStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 /// Elasticsearch's inference API (`/_inference`), served by WebAssembly
 /// components running tract-onnx on local models.
 #[derive(Parser, Debug)]
-#[command(version)]
+// Later options override earlier ones (scripts and tests add to defaults).
+#[command(version, args_override_self = true)]
 struct Cli {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "INFERENCE_LISTEN", default_value = "127.0.0.1:9200")]
@@ -63,6 +65,47 @@ struct Cli {
     /// Compile the components into the data dir's cache, then exit.
     #[arg(long)]
     compile_only: bool,
+    /// Require credentials (basic auth or API keys) on every route but `GET /`.
+    #[arg(long, env = "INFERENCE_SECURITY")]
+    security: bool,
+    /// The users file (TOML; see `inference-host users add`)
+    /// [default: <data-dir>/users.toml].
+    #[arg(long, env = "INFERENCE_USERS_FILE")]
+    users_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "INFERENCE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "INFERENCE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage the users file.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Read a password from standard input and print its argon2id hash.
+    HashPassword,
+}
+
+#[derive(Subcommand, Debug)]
+enum UsersCommand {
+    /// Add a user, or replace one's password and roles. The password is read
+    /// from standard input (one line), never from the command line.
+    Add {
+        name: String,
+        /// A role: superuser, inference_admin, inference_user or one the
+        /// file defines. Repeat for several.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+    /// Remove a user.
+    Remove { name: String },
+    /// List users and their roles.
+    List,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,6 +116,9 @@ enum LogFormat {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return run_command(&cli, command);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .with_context(|| format!("invalid --log-level [{}]", cli.log_level))?;
     let logs = tracing_subscriber::fmt()
@@ -88,13 +134,69 @@ fn main() -> Result<()> {
         .block_on(run(cli))
 }
 
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+}
+
+fn data_dir(cli: &Cli) -> PathBuf {
+    cli.data_dir
+        .clone()
+        .unwrap_or_else(|| home().join(".local/share/edge-inference"))
+}
+
+fn users_file(cli: &Cli) -> PathBuf {
+    cli.users_file
+        .clone()
+        .unwrap_or_else(|| data_dir(cli).join("users.toml"))
+}
+
+fn read_password() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    if password.is_empty() {
+        bail!("no password on standard input");
+    }
+    Ok(password)
+}
+
+fn run_command(cli: &Cli, command: &Command) -> Result<()> {
+    let path = users_file(cli);
+    match command {
+        Command::HashPassword => println!("{}", users::hash_password(&read_password()?)?),
+        Command::Users(UsersCommand::Add { name, roles }) => {
+            let mut file = users::UsersFile::read_or_default(&path)?;
+            let password_hash = users::hash_password(&read_password()?)?;
+            file.users.insert(
+                name.clone(),
+                users::UserEntry {
+                    password_hash,
+                    roles: roles.clone(),
+                },
+            );
+            file.write(&path)?;
+            eprintln!("user [{name}] written to {}", path.display());
+        }
+        Command::Users(UsersCommand::Remove { name }) => {
+            let mut file = users::UsersFile::read(&path)?;
+            if file.users.remove(name).is_none() {
+                bail!("no user [{name}] in {}", path.display());
+            }
+            file.write(&path)?;
+        }
+        Command::Users(UsersCommand::List) => {
+            for (name, user) in users::UsersFile::read(&path)?.users {
+                println!("{name}: {}", user.roles.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
-    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()));
-    let data_dir = cli
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| home.join(".local/share/edge-inference"));
+    let home = home();
+    let data_dir = data_dir(&cli);
     let model_cache = cli
         .models
         .clone()
@@ -135,12 +237,43 @@ async fn run(cli: Cli) -> Result<()> {
         },
         cli.max_queue,
     );
+    let security = if cli.security {
+        let path = users_file(&cli);
+        let users = users::Users::new(users::UsersFile::read(&path)?)?;
+        tracing::info!(users = users.len(), file = %path.display(), "security on: every route but GET / needs credentials");
+        Some(Arc::new(Security {
+            users,
+            keys: security::api_keys::ApiKeys::new(app.store.clone()),
+            max_body_bytes: cli.max_body_bytes.min(1 << 20),
+        }))
+    } else {
+        tracing::warn!("security is OFF: anyone who reaches this port can use and change every endpoint (start with --security to require credentials)");
+        None
+    };
     app.warm_all()?;
 
-    let listener = tokio::net::TcpListener::bind(cli.listen)
-        .await
+    let mut router = api::router_with_demo(app.clone(), cli.demo_dir.clone());
+    if let Some(security) = security {
+        router = security::protect(router, security);
+    }
+    let listener = std::net::TcpListener::bind(cli.listen)
         .with_context(|| format!("listening on {}", cli.listen))?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => {
+            // One crypto provider for the process: ring.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .with_context(|| {
+                        format!("loading TLS certificate {} and key", cert.display())
+                    })?,
+            )
+        }
+        _ => None,
+    };
     tracing::info!(
         models = ?app.models.by_id.keys().collect::<Vec<_>>(),
         endpoints = ?app.preconfigured.iter().map(|e| &e.inference_id).collect::<Vec<_>>(),
@@ -149,10 +282,29 @@ async fn run(cli: Cli) -> Result<()> {
         "ready"
     );
     // Tests and scripts read this line to find the port.
-    println!("listening on http://{address}");
-    axum::serve(listener, api::router_with_demo(app, cli.demo_dir))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{address}");
+    match tls {
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            tokio::spawn({
+                let handle = handle.clone();
+                async move {
+                    shutdown().await;
+                    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+                }
+            });
+            axum_server::from_tcp_rustls(listener, config)
+                .handle(handle)
+                .serve(router.into_make_service())
+                .await?;
+        }
+        None => {
+            axum::serve(tokio::net::TcpListener::from_std(listener)?, router)
+                .with_graceful_shutdown(shutdown())
+                .await?;
+        }
+    }
     Ok(())
 }
 

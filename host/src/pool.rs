@@ -101,7 +101,16 @@ impl Pool {
                 self.config.max_queue
             )));
         }
+        // Counted out on drop: a client that leaves while queued (its future
+        // dropped) must not hold a queue slot forever.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
         self.waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting(&self.waiting);
         let acquire = self.permits.clone().acquire_owned();
         let permit = match deadline {
             Some(d) => tokio::time::timeout_at(d.into(), acquire)
@@ -109,7 +118,7 @@ impl Pool {
                 .map_err(|_| timed_out()),
             None => Ok(acquire.await),
         };
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
         let permit = permit?.expect("the semaphore is never closed");
 
         let pool = self.clone();

@@ -5,12 +5,18 @@ use anyhow::{Context, Result};
 use es_wire::Endpoint;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
+use std::sync::Arc;
 
 /// inference_id → the endpoint as JSON (es-wire's serde form).
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+/// API key id → the key's record as JSON (see `security::api_keys`); only a
+/// hash of each key's secret is kept.
+const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 
+/// Cloning shares the one open database (redb allows one per file and process).
+#[derive(Clone)]
 pub struct EndpointStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl EndpointStore {
@@ -19,8 +25,32 @@ impl EndpointStore {
             .with_context(|| format!("opening the endpoint store {}", path.display()))?;
         let txn = db.begin_write()?;
         txn.open_table(ENDPOINTS)?;
+        txn.open_table(API_KEYS)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Writes an API key record (new or updated) in one durable transaction.
+    pub fn put_api_key(&self, id: &str, record: &[u8]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(API_KEYS)?.insert(id, record)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn get_api_key(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(API_KEYS)?;
+        Ok(table.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn api_keys(&self) -> Result<Vec<Vec<u8>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(API_KEYS)?;
+        table
+            .iter()?
+            .map(|entry| Ok(entry?.1.value().to_vec()))
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Endpoint>> {

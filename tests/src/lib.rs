@@ -83,6 +83,8 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
     args: Vec<String>,
     pub client: Client,
+    /// Where the server's log (stderr) goes, when captured.
+    pub log: Option<PathBuf>,
 }
 
 impl Server {
@@ -91,7 +93,7 @@ impl Server {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().to_path_buf();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(&data_dir, &args)?;
+        let (child, url) = spawn(&data_dir, &args, None)?;
         Ok(Self {
             child,
             url,
@@ -99,13 +101,48 @@ impl Server {
             _tmp: Some(tmp),
             args,
             client: client(),
+            log: None,
         })
+    }
+
+    /// Like [`Server::start`] with `setup` run on the fresh data directory
+    /// first (to write a users file, say), and the server's log captured in
+    /// `<data dir>/server.log` (appended to across restarts).
+    pub fn start_with(args: &[&str], setup: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let data_dir = tmp.path().to_path_buf();
+        setup(&data_dir)?;
+        let log = data_dir.join("server.log");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(&data_dir, &args, Some(&log))?;
+        Ok(Self {
+            child,
+            url,
+            data_dir,
+            _tmp: Some(tmp),
+            args,
+            client: client(),
+            log: Some(log),
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The captured log so far (empty when not captured).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 
     /// Stops the server and starts it again on the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        let (child, url) = spawn(&self.data_dir, &self.args)?;
+        let (child, url) = spawn(&self.data_dir, &self.args, self.log.as_deref())?;
         self.child = child;
         self.url = url;
         Ok(())
@@ -170,7 +207,7 @@ pub fn client() -> Client {
         .expect("http client")
 }
 
-fn spawn(data_dir: &Path, args: &[String]) -> Result<(Child, String)> {
+fn spawn(data_dir: &Path, args: &[String], log: Option<&Path>) -> Result<(Child, String)> {
     let bin = host_bin();
     if !bin.exists() {
         bail!("{} does not exist: run `cargo xtask build`", bin.display());
@@ -191,7 +228,15 @@ fn spawn(data_dir: &Path, args: &[String]) -> Result<(Child, String)> {
         .arg(components_dir())
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(match log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Stdio::inherit(),
+        })
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     let stdout = child.stdout.take().expect("piped stdout");
