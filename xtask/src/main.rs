@@ -28,6 +28,9 @@ enum Cmd {
     /// Models, build, then every check and test: fmt, clippy, cargo tests,
     /// the model tooling's tests and the Python client tests.
     Test,
+    /// Build the Spin app's router, compose it with the task components into
+    /// `<target>/spin/app.wasm`, and build its test host.
+    Spin,
     /// Models, build, then the benchmarks (HTTP vs native core vs ONNX Runtime).
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -63,6 +66,10 @@ fn main() -> Result<()> {
                 run(Command::new(target.join("release/inference-host")).args(&args))
             })
         }
+        Cmd::Spin => {
+            build(&target, false)?;
+            spin(&target)
+        }
         Cmd::Test => test(&target),
         Cmd::Bench { args } => {
             models()?;
@@ -87,6 +94,7 @@ fn main() -> Result<()> {
 fn test(target: &Path) -> Result<()> {
     models()?;
     build(target, true)?;
+    spin(target)?;
     step("format", || run(cargo().args(["fmt", "--all", "--check"])))?;
     step("clippy", || {
         run(cargo().args([
@@ -124,6 +132,29 @@ fn test(target: &Path) -> Result<()> {
             .args(["-m", "pytest", "-q", "tests/python"])
             .env("INFERENCE_HOST_BIN", target.join("release/inference-host"))
             .env("INFERENCE_COMPONENTS", target.join("components")))
+    })
+}
+
+/// The Spin app for hosts without the Spin CLI: the router component, the
+/// composition with the task components, the wasmtime test host.
+fn spin(target: &Path) -> Result<()> {
+    step("spin router", || {
+        run(cargo().args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "spin-router",
+        ]))
+    })?;
+    step("spin composition", || {
+        run(cargo()
+            .args(["run", "--release", "-p", "spin-compose", "--"])
+            .arg(target))
+    })?;
+    step("spin test host", || {
+        run(cargo().args(["build", "--release", "-p", "spin-test-host"]))
     })
 }
 

@@ -394,3 +394,103 @@ pub fn scan_models(models_dir: &str) -> Catalog {
     models.sort_by(|a, b| a.model_id.cmp(&b.model_id));
     Catalog::new(models)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use futures::executor::block_on;
+    use serde_json::json;
+
+    fn app() -> App<MemoryStore> {
+        let catalog = Catalog::new(vec![es_wire::ModelInfo {
+            model_id: "all-minilm-l6-v2".into(),
+            task_types: es_wire::model_task_types(TaskType::TextEmbedding),
+        }]);
+        App {
+            store: MemoryStore::default(),
+            preconfigured: es_wire::preconfigured_endpoints(&catalog, 1),
+            catalog,
+            limits: Limits::default(),
+            models_dir: crate::MODELS_DIR.into(),
+            node_name: "test".into(),
+        }
+    }
+
+    fn call(app: &App<MemoryStore>, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let incoming = Incoming {
+            method: method.into(),
+            path: path.into(),
+            query: None,
+            accept: None,
+            content_type: Some("application/json".into()),
+            body: if body.is_null() {
+                Vec::new()
+            } else {
+                serde_json::to_vec(&body).unwrap()
+            },
+        };
+        match block_on(app.handle(incoming)) {
+            Reply::Json { status, body, .. } => (status, body),
+            Reply::Empty { status, .. } => (status, Value::Null),
+            Reply::Stream(_) => panic!("no stream expected"),
+        }
+    }
+
+    #[test]
+    fn endpoints_are_created_listed_and_deleted_in_the_store() {
+        let app = app();
+        let definition = json!({"service": "elasticsearch", "service_settings":
+            {"model_id": "all-minilm-l6-v2", "num_allocations": 1, "num_threads": 1}});
+        let (status, info) = call(&app, "PUT", "/_inference/text_embedding/mine", definition.clone());
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(info["inference_id"], "mine");
+        let (status, again) = call(&app, "PUT", "/_inference/text_embedding/mine", definition);
+        assert_eq!(status, 400);
+        assert_eq!(again["error"]["type"], "resource_already_exists_exception");
+
+        let (_, all) = call(&app, "GET", "/_inference/_all", Value::Null);
+        let ids: Vec<&str> = all["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["inference_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ".multilingual-e5-small-elasticsearch",
+                ".rerank-v1-elasticsearch",
+                "mine"
+            ]
+        );
+
+        let (status, _) = call(&app, "DELETE", "/_inference/mine", Value::Null);
+        assert_eq!(status, 200);
+        let (status, gone) = call(&app, "GET", "/_inference/mine", Value::Null);
+        assert_eq!((status, gone["error"]["type"].as_str()), (404, Some("resource_not_found_exception")));
+        assert!(block_on(app.store.ids()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn preconfigured_endpoints_cannot_be_deleted_and_bad_models_are_refused() {
+        let app = app();
+        let (status, _) = call(
+            &app,
+            "DELETE",
+            "/_inference/.multilingual-e5-small-elasticsearch",
+            Value::Null,
+        );
+        assert_eq!(status, 400);
+        let (status, envelope) = call(
+            &app,
+            "PUT",
+            "/_inference/sparse_embedding/sparse",
+            json!({"service": "elasticsearch", "service_settings":
+                {"model_id": "splade-tiny", "num_allocations": 1, "num_threads": 1}}),
+        );
+        assert_eq!(status, 400, "splade-tiny is not in this catalog: {envelope}");
+        let (status, info) = call(&app, "GET", "/", Value::Null);
+        assert_eq!((status, info["name"].as_str()), (200, Some("test")));
+    }
+}
