@@ -11,11 +11,13 @@
 
 mod spin;
 
-use anyhow::{bail, Context, Result};
+use wasmtime::error::Context as _;
+use wasmtime::{bail, Result};
 use clap::Parser;
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -25,7 +27,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreContextMut};
-use wasmtime_wasi::{DirPerms, FilePerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
     HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState,
     WorkerStatus,
@@ -69,6 +71,35 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     spin: spin::SpinState,
+    /// No outgoing HTTP: the app makes no requests.
+    hooks: NoOutgoing,
+}
+
+/// The app makes no outgoing requests; the default hooks refuse them.
+pub struct NoOutgoing;
+
+impl wasmtime_wasi_http::WasiHttpHooks for NoOutgoing {
+    #[allow(clippy::type_complexity)]
+    fn send_request(
+        &mut self,
+        _: hyper::Request<wasmtime_wasi_http::WasiBody>,
+        _: Option<wasmtime_wasi_http::RequestOptions>,
+        _: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        hyper::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async {
+            Err(wasmtime_wasi_http::p3::bindings::http::types::ErrorCode::HttpRequestDenied.into())
+        })
+    }
 }
 
 impl WasiView for Host {
@@ -85,7 +116,7 @@ impl WasiHttpView for Host {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
+            hooks: &mut self.hooks,
         }
     }
 }
@@ -102,7 +133,7 @@ impl AppState {
     fn new_store(&self) -> Result<Store<Host>> {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stderr()
-            .preopened_dir(&self.models, "/models", DirPerms::READ, FilePerms::READ)
+            .preopened_dir(&self.models, "/models", FsPerms::ReadOnly)
             .with_context(|| format!("opening {}", self.models.display()))?;
         let mut store = Store::new(
             &self.engine,
@@ -111,6 +142,7 @@ impl AppState {
                 wasi: wasi.build(),
                 http: WasiHttpCtx::new(),
                 spin: spin::SpinState::new(self.kv.clone(), self.vars.clone()),
+                hooks: NoOutgoing,
             },
         );
         // Embedding lists and model loads pass large values between components.
@@ -124,7 +156,7 @@ impl HandlerState for AppState {
     type WorkerExpiration = NoExpiration;
     type WorkerState = OneRequest;
 
-    async fn instantiate(&self) -> Result<Instance<Host, NoExpiration, OneRequest>> {
+    async fn instantiate(&self) -> wasmtime::Result<Instance<Host, NoExpiration, OneRequest>> {
         let mut store = self.new_store()?;
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {

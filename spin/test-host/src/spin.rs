@@ -3,7 +3,7 @@
 //! app uses one store), saved as JSON after each write when a file is given.
 
 use crate::Host;
-use anyhow::Result;
+use wasmtime::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -108,71 +108,78 @@ fn kv<T>(accessor: &Accessor<T, Spin>) -> Kv {
 impl key_value::Host for SpinView<'_> {}
 impl key_value::HostStore for SpinView<'_> {}
 
-impl key_value::HostStoreWithStore for Spin {
-    async fn open<T>(
+impl<T> key_value::HostStoreWithStore<T> for Spin {
+    async fn open(
         accessor: &Accessor<T, Self>,
         _label: String,
-    ) -> wasmtime::Result<Result<Resource<StoreHandle>, KvError>> {
-        accessor.with(|mut a| Ok(Ok(a.get().table.push(StoreHandle)?)))
+    ) -> Result<Resource<StoreHandle>, KvError> {
+        accessor.with(|mut a| {
+            a.get()
+                .table
+                .push(StoreHandle)
+                .map_err(|_| KvError::StoreTableFull)
+        })
     }
 
-    async fn get<T>(
+    async fn get(
         accessor: &Accessor<T, Self>,
         _store: Resource<StoreHandle>,
         key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, KvError>> {
+    ) -> Result<Option<Vec<u8>>, KvError> {
         let kv = kv(accessor);
         let value = kv.map.lock().unwrap().get(&key).cloned();
-        Ok(Ok(value))
+        Ok(value)
     }
 
-    async fn set<T>(
+    async fn set(
         accessor: &Accessor<T, Self>,
         _store: Resource<StoreHandle>,
         key: String,
         value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), KvError>> {
+    ) -> Result<(), KvError> {
         let kv = kv(accessor);
         let mut map = kv.map.lock().unwrap();
         map.insert(key, value);
-        Ok(kv.save(&map))
+        kv.save(&map)
     }
 
-    async fn delete<T>(
+    async fn delete(
         accessor: &Accessor<T, Self>,
         _store: Resource<StoreHandle>,
         key: String,
-    ) -> wasmtime::Result<Result<(), KvError>> {
+    ) -> Result<(), KvError> {
         let kv = kv(accessor);
         let mut map = kv.map.lock().unwrap();
         map.remove(&key);
-        Ok(kv.save(&map))
+        kv.save(&map)
     }
 
-    async fn exists<T>(
+    async fn exists(
         accessor: &Accessor<T, Self>,
         _store: Resource<StoreHandle>,
         key: String,
-    ) -> wasmtime::Result<Result<bool, KvError>> {
+    ) -> Result<bool, KvError> {
         let kv = kv(accessor);
         let exists = kv.map.lock().unwrap().contains_key(&key);
-        Ok(Ok(exists))
+        Ok(exists)
     }
 
-    async fn get_keys<T>(
+    async fn get_keys(
         accessor: &Accessor<T, Self>,
         _store: Resource<StoreHandle>,
-    ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), KvError>>)> {
+    ) -> (StreamReader<String>, FutureReader<Result<(), KvError>>) {
         let kv = kv(accessor);
         let keys: Vec<String> = kv.map.lock().unwrap().keys().cloned().collect();
         accessor.with(|mut a| {
-            let stream = StreamReader::new(&mut a, keys)?;
-            let done = FutureReader::new(&mut a, async { Ok::<_, wasmtime::Error>(Ok(())) })?;
-            Ok((stream, done))
+            // The engine has concurrency support on, so these cannot fail.
+            let stream = StreamReader::new(&mut a, keys).expect("a host stream");
+            let done = FutureReader::new(&mut a, async { Ok::<_, wasmtime::Error>(Ok(())) })
+                .expect("a host future");
+            (stream, done)
         })
     }
 
-    async fn drop<T>(accessor: &Accessor<T, Self>, rep: Resource<StoreHandle>) -> wasmtime::Result<()> {
+    async fn drop(accessor: &Accessor<T, Self>, rep: Resource<StoreHandle>) -> wasmtime::Result<()> {
         accessor.with(|mut a| {
             a.get().table.delete(rep)?;
             Ok(())
@@ -182,18 +189,18 @@ impl key_value::HostStoreWithStore for Spin {
 
 impl variables::Host for SpinView<'_> {}
 
-impl variables::HostWithStore for Spin {
-    async fn get<T>(
+impl<T> variables::HostWithStore<T> for Spin {
+    async fn get(
         accessor: &Accessor<T, Self>,
         name: String,
-    ) -> wasmtime::Result<Result<String, VarError>> {
-        Ok(accessor.with(|mut a| {
+    ) -> Result<String, VarError> {
+        accessor.with(|mut a| {
             a.get()
                 .state
                 .vars
                 .get(&name)
                 .cloned()
                 .ok_or(VarError::Undefined(name))
-        }))
+        })
     }
 }
