@@ -7,8 +7,8 @@
 use anyhow::{Context, Result};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use wasmparser::Payload;
 use wac_graph::{types::Package, CompositionGraph, EncodeOptions};
+use wasmparser::Payload;
 
 /// The task components, by the file name `cargo build` gives each.
 pub const TASKS: [&str; 4] = [

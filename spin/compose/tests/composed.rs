@@ -29,8 +29,14 @@ fn composed_app_imports_only_wasi_and_spin_and_exports_the_handler() {
             "unexpected import {name}"
         );
     }
-    assert!(imports.contains("spin:key-value/key-value@3.0.0"), "{imports:?}");
-    assert!(imports.contains("spin:variables/variables@3.0.0"), "{imports:?}");
+    assert!(
+        imports.contains("spin:key-value/key-value@3.0.0"),
+        "{imports:?}"
+    );
+    assert!(
+        imports.contains("spin:variables/variables@3.0.0"),
+        "{imports:?}"
+    );
 
     assert_eq!(
         exports.into_iter().collect::<Vec<_>>(),

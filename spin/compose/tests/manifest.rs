@@ -40,25 +40,35 @@ fn every_dependency_is_a_router_import_and_a_task_component() {
     let m = manifest();
     let components = m["component"].as_table().unwrap();
     let router = &components["router"];
-    let deps = router["dependencies"].as_table().expect("router dependencies");
+    let deps = router["dependencies"]
+        .as_table()
+        .expect("router dependencies");
 
     let router_wasm = wasm_release_dir().join("spin_router.wasm");
     let bytes = std::fs::read(&router_wasm)
         .unwrap_or_else(|e| panic!("{}: {e} (build the router first)", router_wasm.display()));
-    let task_imports: BTreeSet<String> = spin_compose::top_level_names(&bytes).0
+    let task_imports: BTreeSet<String> = spin_compose::top_level_names(&bytes)
+        .0
         .into_iter()
         .filter(|n| !n.starts_with("wasi:") && !n.starts_with("spin:"))
         .filter(|n| n != "edge:inference/types@0.1.0")
         .collect();
     let keys: BTreeSet<String> = deps.keys().cloned().collect();
-    assert_eq!(keys, task_imports, "dependency keys = the router's task imports");
+    assert_eq!(
+        keys, task_imports,
+        "dependency keys = the router's task imports"
+    );
 
     for (key, dep) in deps {
-        let name = dep["component"].as_str().unwrap_or_else(|| panic!("{key}: component"));
+        let name = dep["component"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: component"));
         let task = components
             .get(name)
             .unwrap_or_else(|| panic!("{key}: no component [{name}]"));
-        let inherited = dep["inherit_configuration"].as_array().expect("inherit_configuration");
+        let inherited = dep["inherit_configuration"]
+            .as_array()
+            .expect("inherit_configuration");
         assert!(
             inherited.iter().any(|v| v.as_str() == Some("files")),
             "{key}: the task must inherit the router's files"
@@ -94,7 +104,9 @@ fn models_store_and_variables_are_on_the_router() {
             .any(|f| f["destination"].as_str() == Some("/models")),
         "the model files are mounted at /models: {files:?}"
     );
-    let stores = router["key_value_stores"].as_array().expect("key_value_stores");
+    let stores = router["key_value_stores"]
+        .as_array()
+        .expect("key_value_stores");
     assert!(stores.iter().any(|s| s.as_str() == Some("default")));
     assert!(router.get("build").is_some(), "router has no build section");
 

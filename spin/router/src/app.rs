@@ -442,7 +442,12 @@ mod tests {
         let app = app();
         let definition = json!({"service": "elasticsearch", "service_settings":
             {"model_id": "all-minilm-l6-v2", "num_allocations": 1, "num_threads": 1}});
-        let (status, info) = call(&app, "PUT", "/_inference/text_embedding/mine", definition.clone());
+        let (status, info) = call(
+            &app,
+            "PUT",
+            "/_inference/text_embedding/mine",
+            definition.clone(),
+        );
         assert_eq!(status, 200, "{info}");
         assert_eq!(info["inference_id"], "mine");
         let (status, again) = call(&app, "PUT", "/_inference/text_embedding/mine", definition);
@@ -468,7 +473,10 @@ mod tests {
         let (status, _) = call(&app, "DELETE", "/_inference/mine", Value::Null);
         assert_eq!(status, 200);
         let (status, gone) = call(&app, "GET", "/_inference/mine", Value::Null);
-        assert_eq!((status, gone["error"]["type"].as_str()), (404, Some("resource_not_found_exception")));
+        assert_eq!(
+            (status, gone["error"]["type"].as_str()),
+            (404, Some("resource_not_found_exception"))
+        );
         assert!(block_on(app.store.ids()).unwrap().is_empty());
     }
 
@@ -489,7 +497,10 @@ mod tests {
             json!({"service": "elasticsearch", "service_settings":
                 {"model_id": "splade-tiny", "num_allocations": 1, "num_threads": 1}}),
         );
-        assert_eq!(status, 400, "splade-tiny is not in this catalog: {envelope}");
+        assert_eq!(
+            status, 400,
+            "splade-tiny is not in this catalog: {envelope}"
+        );
         let (status, info) = call(&app, "GET", "/", Value::Null);
         assert_eq!((status, info["name"].as_str()), (200, Some("test")));
     }

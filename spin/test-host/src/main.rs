@@ -11,8 +11,6 @@
 
 mod spin;
 
-use wasmtime::error::Context as _;
-use wasmtime::{bail, Result};
 use clap::Parser;
 use http_body_util::BodyExt;
 use hyper::server::conn::http1;
@@ -26,6 +24,8 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 use wasmtime::component::{Component, GuestTaskId, Linker, ResourceTable};
+use wasmtime::error::Context as _;
+use wasmtime::{bail, Result};
 use wasmtime::{Config, Engine, Store, StoreContextMut};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::{
@@ -259,7 +259,10 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if !cli.models.is_dir() {
-        bail!("the model directory {} does not exist", cli.models.display());
+        bail!(
+            "the model directory {} does not exist",
+            cli.models.display()
+        );
     }
     let mut linker = Linker::<Host>::new(&engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -287,30 +290,31 @@ async fn main() -> Result<()> {
         let handler = handler.clone();
         let next_id = next_id.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let handler = handler.clone();
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    let req = req.map(|body| body.map_err(|e| e.into()).boxed_unsync());
-                    match handler.handle(id, req).await {
-                        Ok(response) => Ok::<_, std::convert::Infallible>(response),
-                        Err(e) => {
-                            eprintln!("spin-test-host: request failed: {e:?}");
-                            let body = http_body_util::Full::new(bytes_of(format!(
-                                "{{\"error\":\"the app failed: {}\"}}",
-                                e.to_string().replace('"', "'")
-                            )))
-                            .map_err(|never| match never {})
-                            .boxed_unsync();
-                            Ok(hyper::Response::builder()
-                                .status(500)
-                                .header("content-type", "application/json")
-                                .body(body)
-                                .expect("valid response"))
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    async move {
+                        let req = req.map(|body| body.map_err(|e| e.into()).boxed_unsync());
+                        match handler.handle(id, req).await {
+                            Ok(response) => Ok::<_, std::convert::Infallible>(response),
+                            Err(e) => {
+                                eprintln!("spin-test-host: request failed: {e:?}");
+                                let body = http_body_util::Full::new(bytes_of(format!(
+                                    "{{\"error\":\"the app failed: {}\"}}",
+                                    e.to_string().replace('"', "'")
+                                )))
+                                .map_err(|never| match never {})
+                                .boxed_unsync();
+                                Ok(hyper::Response::builder()
+                                    .status(500)
+                                    .header("content-type", "application/json")
+                                    .body(body)
+                                    .expect("valid response"))
+                            }
                         }
                     }
-                }
-            });
+                });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

@@ -6,9 +6,9 @@
 //! calls `<interface>.load("/models/<model id>")` with the model directory
 //! preopened read-only at `/models`, and writes the snapshot (`wasmtime-wizer`).
 
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::error::Context as _;
 use wasmtime::Result;
-use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 

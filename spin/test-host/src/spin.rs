@@ -3,13 +3,13 @@
 //! app uses one store), saved as JSON after each write when a file is given.
 
 use crate::Host;
-use wasmtime::Result;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{
     Accessor, FutureReader, HasData, Linker, Resource, ResourceTable, StreamReader,
 };
+use wasmtime::Result;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -39,7 +39,10 @@ impl Kv {
             Some(path) if path.exists() => {
                 let saved: BTreeMap<String, String> =
                     serde_json::from_slice(&std::fs::read(path)?)?;
-                saved.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+                saved
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect()
             }
             _ => BTreeMap::new(),
         };
@@ -179,7 +182,10 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
         })
     }
 
-    async fn drop(accessor: &Accessor<T, Self>, rep: Resource<StoreHandle>) -> wasmtime::Result<()> {
+    async fn drop(
+        accessor: &Accessor<T, Self>,
+        rep: Resource<StoreHandle>,
+    ) -> wasmtime::Result<()> {
         accessor.with(|mut a| {
             a.get().table.delete(rep)?;
             Ok(())
@@ -190,10 +196,7 @@ impl<T> key_value::HostStoreWithStore<T> for Spin {
 impl variables::Host for SpinView<'_> {}
 
 impl<T> variables::HostWithStore<T> for Spin {
-    async fn get(
-        accessor: &Accessor<T, Self>,
-        name: String,
-    ) -> Result<String, VarError> {
+    async fn get(accessor: &Accessor<T, Self>, name: String) -> Result<String, VarError> {
         accessor.with(|mut a| {
             a.get()
                 .state
