@@ -148,13 +148,34 @@ fn spin(target: &Path) -> Result<()> {
             "spin-router",
         ]))
     })?;
+    step("spin test host", || {
+        run(cargo().args(["build", "--release", "-p", "spin-test-host"]))
+    })?;
+    step("spin: pre-initialise text-embedding with its model", || {
+        // An instance per request must not load the model per request: the
+        // snapshot starts with MiniLM loaded and optimised.
+        let out = target.join("spin/preinit/text_embedding.wasm");
+        let input = target.join("wasm32-wasip2/release/text_embedding.wasm");
+        let fresh = |o: &Path| -> Option<bool> {
+            Some(
+                std::fs::metadata(o).ok()?.modified().ok()?
+                    > std::fs::metadata(&input).ok()?.modified().ok()?,
+            )
+        };
+        if fresh(&out) == Some(true) {
+            return Ok(());
+        }
+        run(Command::new(target.join("release/spin-preinit"))
+            .arg(&input)
+            .arg(&out)
+            .arg(model_cache())
+            .arg("edge:inference/text-embedding@0.1.0")
+            .arg("all-minilm-l6-v2"))
+    })?;
     step("spin composition", || {
         run(cargo()
             .args(["run", "--release", "-p", "spin-compose", "--"])
             .arg(target))
-    })?;
-    step("spin test host", || {
-        run(cargo().args(["build", "--release", "-p", "spin-test-host"]))
     })
 }
 
