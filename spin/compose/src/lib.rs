@@ -70,10 +70,20 @@ pub fn top_level_names(bytes: &[u8]) -> (BTreeSet<String>, BTreeSet<String>) {
             Ok(Payload::ModuleSection { .. } | Payload::ComponentSection { .. }) => depth += 1,
             Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
             Ok(Payload::ComponentImportSection(section)) if depth == 0 => {
-                imports.extend(section.into_iter().flatten().map(|i| i.name.0.to_string()));
+                imports.extend(
+                    section
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.name.name.to_string()),
+                );
             }
             Ok(Payload::ComponentExportSection(section)) if depth == 0 => {
-                exports.extend(section.into_iter().flatten().map(|e| e.name.0.to_string()));
+                exports.extend(
+                    section
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e.name.name.to_string()),
+                );
             }
             _ => {}
         }
