@@ -22,8 +22,10 @@
 //! Every response carries [`PRODUCT_HEADER`]. Where the contract is silent the
 //! crate follows Elasticsearch 9.1, including its error wording.
 
+mod catalog;
 mod endpoint;
 mod error;
+mod generation;
 mod infer;
 mod json;
 mod response;
@@ -31,11 +33,13 @@ mod route;
 pub mod security;
 mod types;
 
+pub use catalog::{model_task_types, preconfigured_endpoints, PRECONFIGURED};
 pub use endpoint::{
     delete_response, endpoints_response, parse_put, parse_update, AdaptiveAllocations, Catalog,
     Endpoint, LongDocumentStrategy, ModelInfo, ServiceSettings, ELSER_SERVICE, SERVICE,
 };
 pub use error::EsError;
+pub use generation::{chat_role_name, GenerationParams, SseFrames, DEFAULT_MAX_TOKENS};
 pub use infer::{
     check_inference_target, parse_chat_completion, parse_inference, ChatCompletionRequest,
     ChatMessage, ChatRole, InferenceRequest, Limits, TaskOptions, CHAT_PARSER, INFERENCE_PARSER,

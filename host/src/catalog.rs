@@ -3,7 +3,7 @@
 
 use crate::runtime::TaskKind;
 use anyhow::{Context, Result};
-use es_wire::{AdaptiveAllocations, Catalog, Endpoint, ModelInfo, ServiceSettings, TaskType};
+use es_wire::{Catalog, Endpoint, ModelInfo, TaskType};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,12 +53,7 @@ impl Models {
             let Ok(task) = meta.task.parse::<TaskType>() else {
                 continue;
             };
-            // A text-embedding model also reranks, as a bi-encoder.
-            let candidates = match task {
-                TaskType::TextEmbedding => vec![TaskType::TextEmbedding, TaskType::Rerank],
-                TaskType::Completion => vec![TaskType::Completion, TaskType::ChatCompletion],
-                other => vec![other],
-            };
+            let candidates = es_wire::model_task_types(task);
             let task_types: Vec<TaskType> = candidates
                 .into_iter()
                 .filter(|t| has_component(TaskKind::for_task_type(*t)))
@@ -88,65 +83,6 @@ impl Models {
     /// task (its real id is in `service_settings.model_id`). Only those whose
     /// model is installed.
     pub fn preconfigured(&self, max_allocations: u32) -> Vec<Endpoint> {
-        const DEFAULTS: [(&str, TaskType, &str); 5] = [
-            (
-                ".multilingual-e5-small-elasticsearch",
-                TaskType::TextEmbedding,
-                "all-minilm-l6-v2",
-            ),
-            (
-                ".elser-2-elasticsearch",
-                TaskType::SparseEmbedding,
-                "splade-tiny",
-            ),
-            (
-                ".rerank-v1-elasticsearch",
-                TaskType::Rerank,
-                "all-minilm-l6-v2",
-            ),
-            (
-                ".smollm2-135m-instruct-completion",
-                TaskType::Completion,
-                "smollm2-135m-instruct",
-            ),
-            (
-                ".smollm2-135m-instruct-chat_completion",
-                TaskType::ChatCompletion,
-                "smollm2-135m-instruct",
-            ),
-        ];
-        DEFAULTS
-            .iter()
-            .filter(|(_, task, model)| {
-                self.by_id
-                    .get(*model)
-                    .is_some_and(|m| m.task_types.contains(task))
-            })
-            .map(|(id, task_type, model)| Endpoint {
-                inference_id: id.to_string(),
-                task_type: *task_type,
-                service: es_wire::SERVICE.to_string(),
-                service_settings: ServiceSettings {
-                    num_allocations: None,
-                    num_threads: 1,
-                    model_id: model.to_string(),
-                    adaptive_allocations: Some(AdaptiveAllocations {
-                        enabled: true,
-                        // The language model (1.3 GB an instance) loads on first use.
-                        min_number_of_allocations: Some(u32::from(!matches!(
-                            task_type,
-                            TaskType::Completion | TaskType::ChatCompletion
-                        ))),
-                        max_number_of_allocations: Some(max_allocations),
-                    }),
-                    element_type: None,
-                    similarity: None,
-                    long_document_strategy: None,
-                    max_chunks_per_doc: None,
-                },
-                task_settings: Default::default(),
-                chunking_settings: None,
-            })
-            .collect()
+        es_wire::preconfigured_endpoints(&self.catalog(), max_allocations)
     }
 }

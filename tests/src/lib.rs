@@ -1,8 +1,12 @@
-//! Spawns the real server binary for end-to-end tests and benchmarks.
+//! Spawns the real server binary for end-to-end tests and benchmarks: the
+//! native host, or the composed Spin app in its test host ([`Kind`]).
 //!
 //! Paths come from the environment `cargo xtask test` sets
-//! (`INFERENCE_HOST_BIN`, `INFERENCE_COMPONENTS`, `INFERENCE_MODEL_CACHE`),
-//! else from the target directory this test binary runs from.
+//! (`INFERENCE_HOST_BIN`, `INFERENCE_COMPONENTS`, `INFERENCE_MODEL_CACHE`,
+//! `INFERENCE_SPIN_HOST_BIN`, `INFERENCE_SPIN_APP`), else from the target
+//! directory this test binary runs from.
+
+pub mod cases;
 
 pub mod sse;
 
@@ -69,6 +73,30 @@ pub fn target_dir() -> PathBuf {
     release_dir().parent().expect("target dir").to_path_buf()
 }
 
+pub fn spin_host_bin() -> PathBuf {
+    env_path("INFERENCE_SPIN_HOST_BIN", || {
+        release_dir().join("spin-test-host")
+    })
+}
+
+/// The composed Spin app (`cargo xtask spin` writes it).
+pub fn spin_app() -> PathBuf {
+    env_path("INFERENCE_SPIN_APP", || {
+        release_dir()
+            .parent()
+            .expect("target dir")
+            .join("spin/app.wasm")
+    })
+}
+
+/// Which server answers: the native host, or the Spin app (composed router
+/// and task components) in the wasmtime test host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Native,
+    Spin,
+}
+
 /// Compiled components are cached across test servers (compiling takes tens
 /// of seconds); endpoint stores are per server.
 pub fn shared_compile_cache() -> PathBuf {
@@ -77,6 +105,7 @@ pub fn shared_compile_cache() -> PathBuf {
 
 /// A running `inference-host` on a free loopback port, killed on drop.
 pub struct Server {
+    pub kind: Kind,
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
@@ -90,11 +119,17 @@ pub struct Server {
 impl Server {
     /// Starts a server with a fresh data directory and `args` added.
     pub fn start(args: &[&str]) -> Result<Self> {
+        Self::start_kind(Kind::Native, args)
+    }
+
+    /// Starts a server of `kind` with a fresh data directory.
+    pub fn start_kind(kind: Kind, args: &[&str]) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().to_path_buf();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(&data_dir, &args, None)?;
+        let (child, url) = spawn(kind, &data_dir, &args, None)?;
         Ok(Self {
+            kind,
             child,
             url,
             data_dir,
@@ -114,8 +149,9 @@ impl Server {
         setup(&data_dir)?;
         let log = data_dir.join("server.log");
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(&data_dir, &args, Some(&log))?;
+        let (child, url) = spawn(Kind::Native, &data_dir, &args, Some(&log))?;
         Ok(Self {
+            kind: Kind::Native,
             child,
             url,
             data_dir,
@@ -142,7 +178,7 @@ impl Server {
     /// Stops the server and starts it again on the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        let (child, url) = spawn(&self.data_dir, &self.args, self.log.as_deref())?;
+        let (child, url) = spawn(self.kind, &self.data_dir, &self.args, self.log.as_deref())?;
         self.child = child;
         self.url = url;
         Ok(())
@@ -207,7 +243,15 @@ pub fn client() -> Client {
         .expect("http client")
 }
 
-fn spawn(data_dir: &Path, args: &[String], log: Option<&Path>) -> Result<(Child, String)> {
+fn spawn(
+    kind: Kind,
+    data_dir: &Path,
+    args: &[String],
+    log: Option<&Path>,
+) -> Result<(Child, String)> {
+    if kind == Kind::Spin {
+        return spawn_spin(data_dir, args);
+    }
     let bin = host_bin();
     if !bin.exists() {
         bail!("{} does not exist: run `cargo xtask build`", bin.display());
@@ -239,6 +283,55 @@ fn spawn(data_dir: &Path, args: &[String], log: Option<&Path>) -> Result<(Child,
         })
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
+    first_line_url(child)
+}
+
+/// The Spin test host on the composed app; its key-value store is saved in
+/// the data directory, so a restart keeps the endpoints.
+fn spawn_spin(data_dir: &Path, args: &[String]) -> Result<(Child, String)> {
+    let bin = spin_host_bin();
+    let app = spin_app();
+    for path in [&bin, &app] {
+        if !path.exists() {
+            bail!("{} does not exist: run `cargo xtask spin`", path.display());
+        }
+    }
+    // Compile the app once per test process, not once per server.
+    static COMPILED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    {
+        let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        if !*compiled {
+            let status = Command::new(&bin)
+                .arg("--app")
+                .arg(&app)
+                .arg("--models")
+                .arg(model_cache())
+                .arg("--compile-only")
+                .status()?;
+            if !status.success() {
+                bail!("{} could not compile {}", bin.display(), app.display());
+            }
+            *compiled = true;
+        }
+    }
+    let child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--app")
+        .arg(&app)
+        .arg("--models")
+        .arg(model_cache())
+        .arg("--kv-file")
+        .arg(data_dir.join("kv.json"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    first_line_url(child)
+}
+
+/// Waits for the `listening on URL` line a server prints first.
+fn first_line_url(mut child: Child) -> Result<(Child, String)> {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;

@@ -28,6 +28,9 @@ enum Cmd {
     /// Models, build, then every check and test: fmt, clippy, cargo tests,
     /// the model tooling's tests and the Python client tests.
     Test,
+    /// Build the Spin app's router, compose it with the task components into
+    /// `<target>/spin/app.wasm`, and build its test host.
+    Spin,
     /// Models, build, then the benchmarks: the server through HTTP against the
     /// native core, per task type (`bench --help` lists them).
     Bench {
@@ -75,6 +78,10 @@ fn main() -> Result<()> {
                     .args(&args))
             })
         }
+        Cmd::Spin => {
+            build(&target, false)?;
+            spin(&target)
+        }
         Cmd::Test => test(&target),
         Cmd::Browser => browser(&target),
         Cmd::BenchBrowser => {
@@ -119,6 +126,7 @@ fn main() -> Result<()> {
 fn test(target: &Path) -> Result<()> {
     models()?;
     build(target, true)?;
+    spin(target)?;
     step("format", || run(cargo().args(["fmt", "--all", "--check"])))?;
     step("clippy", || {
         run(cargo().args([
@@ -169,6 +177,50 @@ fn test(target: &Path) -> Result<()> {
             .args(["-m", "pytest", "-q", "tests/python"])
             .env("INFERENCE_HOST_BIN", target.join("release/inference-host"))
             .env("INFERENCE_COMPONENTS", target.join("components")))
+    })
+}
+
+/// The Spin app for hosts without the Spin CLI: the router component, the
+/// composition with the task components, the wasmtime test host.
+fn spin(target: &Path) -> Result<()> {
+    step("spin router", || {
+        run(cargo().args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "spin-router",
+        ]))
+    })?;
+    step("spin test host", || {
+        run(cargo().args(["build", "--release", "-p", "spin-test-host"]))
+    })?;
+    step("spin: pre-initialise text-embedding with its model", || {
+        // An instance per request must not load the model per request: the
+        // snapshot starts with MiniLM loaded and optimised.
+        let out = target.join("spin/preinit/text_embedding.wasm");
+        let input = target.join("wasm32-wasip2/release/text_embedding.wasm");
+        let fresh = |o: &Path| -> Option<bool> {
+            Some(
+                std::fs::metadata(o).ok()?.modified().ok()?
+                    > std::fs::metadata(&input).ok()?.modified().ok()?,
+            )
+        };
+        if fresh(&out) == Some(true) {
+            return Ok(());
+        }
+        run(Command::new(target.join("release/spin-preinit"))
+            .arg(&input)
+            .arg(&out)
+            .arg(model_cache())
+            .arg("edge:inference/text-embedding@0.1.0")
+            .arg("all-minilm-l6-v2"))
+    })?;
+    step("spin composition", || {
+        run(cargo()
+            .args(["run", "--release", "-p", "spin-compose", "--"])
+            .arg(target))
     })
 }
 
