@@ -262,7 +262,7 @@ fn spawn(
         std::fs::create_dir_all(shared_compile_cache())?;
         std::os::unix::fs::symlink(shared_compile_cache(), &compiled)?;
     }
-    let mut child = Command::new(&bin)
+    let child = Command::new(&bin)
         .args(["--listen", "127.0.0.1:0", "--log-level", "warn"])
         .arg("--data-dir")
         .arg(data_dir)
