@@ -7,6 +7,7 @@
 //! It ends with the server's time from process start to first answer on a
 //! warm compile cache.
 
+use crate::server;
 use crate::workload::{self, corpus_path, timed_workloads, Backend, Options, Run};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
@@ -86,33 +87,10 @@ fn bench_server(
     reference_texts: &[String],
     reference: &[Vec<f32>],
 ) -> Result<Backend> {
-    eprintln!("starting the server (the first start compiles the components, about a minute)");
-    let server = Server::start(&[])?;
-    let created = server.put(
-        "/_inference/text_embedding/bench-minilm",
-        &json!({
-            "service": "elasticsearch",
-            "service_settings": {
-                "model_id": MODEL,
-                "num_allocations": args.concurrency,
-                "num_threads": 1
-            }
-        }),
-    );
-    ensure!(
-        created.status().is_success(),
-        "creating the endpoint: {}",
-        created.text()?
-    );
-    // The endpoint loads its instances in the background; a request that
-    // finds none idle loads another, so let them finish first.
-    std::thread::sleep(Duration::from_secs(3));
+    let server = server::start("text_embedding", "bench-minilm", MODEL, args.concurrency)?;
     let url = format!("{}/_inference/text_embedding/bench-minilm", server.url);
     let embed = |client: &mut Client, texts: &[String]| -> Result<Vec<Vec<f32>>> {
-        let response = client.post(&url).json(&json!({ "input": texts })).send()?;
-        let status = response.status();
-        let body: Value = response.json()?;
-        ensure!(status.is_success(), "HTTP {status}: {body}");
+        let body = server::post(client, &url, &json!({ "input": texts }))?;
         let items = body["text_embedding"]
             .as_array()
             .with_context(|| format!("not a text_embedding response: {body}"))?;
