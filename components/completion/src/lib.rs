@@ -16,6 +16,8 @@ static MODEL: OnceLock<ml_core::Generator> = OnceLock::new();
 
 struct Component;
 
+ml_core::wit_records!();
+
 /// A generation in progress (resources are borrowed immutably by WIT).
 struct Running(RefCell<ml_core::Generation>);
 
@@ -43,18 +45,15 @@ impl Guest for Component {
     type Generation = Running;
 
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        if MODEL.get().is_none() {
-            let model = ml_core::Generator::load(dir.as_ref())
-                .map_err(|e| Error::Model(format!("{e:#}")))?;
-            let _ = MODEL.set(model);
-        }
-        let config = MODEL.get().expect("set above").config();
-        Ok(ModelInfo {
-            model_id: config.model_id.clone(),
-            task: config.task.clone(),
-            max_sequence_length: config.max_sequence_length as u32,
-            dimensions: 0,
-        })
+        let model = ml_core::load_once(&MODEL, || ml_core::Generator::load(dir.as_ref()))
+            .map_err(Error::Model)?;
+        let config = model.config();
+        Ok(model_info(
+            &config.model_id,
+            &config.task,
+            config.max_sequence_length,
+            0,
+        ))
     }
 
     fn complete(prompt: String, options: GenerationOptions) -> Result<Generation, Error> {
@@ -70,12 +69,7 @@ impl Guest for Component {
     }
 
     fn kernels() -> KernelReport {
-        let r = ml_core::kernels::report();
-        KernelReport {
-            isa: r.isa,
-            matmul_kernels: r.matmul_kernels,
-            tiers: r.tiers,
-        }
+        kernel_report()
     }
 }
 

@@ -2,6 +2,7 @@
 //! tokenization, tract-onnx inference on length-grouped batches, and the
 //! pooling each task needs. Plain Rust, tested natively.
 
+pub mod component;
 pub mod config;
 pub mod embedding;
 pub mod encoder;
@@ -10,6 +11,7 @@ pub mod kernels;
 pub mod rerank;
 pub mod sparse;
 
+pub use component::load_once;
 pub use config::{ModelConfig, Pooling};
 pub use embedding::{cosine, Embedding, TextEmbedder};
 pub use encoder::Encoder;

@@ -11,20 +11,19 @@ static MODEL: OnceLock<ml_core::SparseEmbedder> = OnceLock::new();
 
 struct Component;
 
+ml_core::wit_records!();
+
 impl Guest for Component {
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        if MODEL.get().is_none() {
-            let model = ml_core::SparseEmbedder::load(dir.as_ref())
-                .map_err(|e| Error::Model(format!("{e:#}")))?;
-            let _ = MODEL.set(model);
-        }
-        let config = &MODEL.get().expect("set above").encoder.config;
-        Ok(ModelInfo {
-            model_id: config.model_id.clone(),
-            task: config.task.clone(),
-            max_sequence_length: config.max_sequence_length as u32,
-            dimensions: 0,
-        })
+        let model = ml_core::load_once(&MODEL, || ml_core::SparseEmbedder::load(dir.as_ref()))
+            .map_err(Error::Model)?;
+        let config = &model.encoder.config;
+        Ok(model_info(
+            &config.model_id,
+            &config.task,
+            config.max_sequence_length,
+            0,
+        ))
     }
 
     fn embed(
@@ -47,12 +46,7 @@ impl Guest for Component {
     }
 
     fn kernels() -> KernelReport {
-        let r = ml_core::kernels::report();
-        KernelReport {
-            isa: r.isa,
-            matmul_kernels: r.matmul_kernels,
-            tiers: r.tiers,
-        }
+        kernel_report()
     }
 }
 

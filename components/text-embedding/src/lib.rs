@@ -12,20 +12,19 @@ static MODEL: OnceLock<ml_core::TextEmbedder> = OnceLock::new();
 
 struct Component;
 
+ml_core::wit_records!();
+
 impl Guest for Component {
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        if MODEL.get().is_none() {
-            let model = ml_core::TextEmbedder::load(dir.as_ref())
-                .map_err(|e| Error::Model(format!("{e:#}")))?;
-            let _ = MODEL.set(model);
-        }
-        let config = &MODEL.get().expect("set above").encoder.config;
-        Ok(ModelInfo {
-            model_id: config.model_id.clone(),
-            task: config.task.clone(),
-            max_sequence_length: config.max_sequence_length as u32,
-            dimensions: config.dimensions as u32,
-        })
+        let model = ml_core::load_once(&MODEL, || ml_core::TextEmbedder::load(dir.as_ref()))
+            .map_err(Error::Model)?;
+        let config = &model.encoder.config;
+        Ok(model_info(
+            &config.model_id,
+            &config.task,
+            config.max_sequence_length,
+            config.dimensions,
+        ))
     }
 
     fn embed(inputs: Vec<String>, input_type: Option<InputType>) -> Result<Vec<Embedding>, Error> {
@@ -51,12 +50,7 @@ impl Guest for Component {
     }
 
     fn kernels() -> KernelReport {
-        let r = ml_core::kernels::report();
-        KernelReport {
-            isa: r.isa,
-            matmul_kernels: r.matmul_kernels,
-            tiers: r.tiers,
-        }
+        kernel_report()
     }
 }
 
