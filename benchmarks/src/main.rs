@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: every task type served through HTTP against the same
-//! model run natively in-process, measured in the same run, ratios printed.
+//! model run natively in-process, measured in the same run, ratios printed;
+//! and the Spin app against the native host.
 //! With no subcommand, all of them in turn.
 
 mod completion;
@@ -29,6 +30,9 @@ enum Bench {
     Rerank(workload::Options),
     /// SmolLM2 streaming: time to first token and tokens/s, server vs native.
     Completion(completion::CompletionArgs),
+    /// all-minilm-l6-v2 through the Spin app (test host, an instance per
+    /// request, pre-initialised model) vs the native host vs the native core.
+    Spin(workload::Options),
 }
 
 fn main() -> Result<()> {
@@ -37,11 +41,13 @@ fn main() -> Result<()> {
         Some(Bench::SparseEmbedding(options)) => sparse_embedding::run(&options),
         Some(Bench::Rerank(options)) => rerank::run(&options),
         Some(Bench::Completion(args)) => completion::run(&args),
+        Some(Bench::Spin(options)) => text_embedding::run_spin(&options),
         None => {
             let args = text_embedding::EmbeddingArgs::parse_from(["text-embedding"]);
             text_embedding::run(&args)?;
             sparse_embedding::run(&args.options)?;
             rerank::run(&args.options)?;
+            text_embedding::run_spin(&args.options)?;
             completion::run(&completion::CompletionArgs::parse_from(["completion"]))
         }
     }

@@ -2,13 +2,26 @@
 //! concurrent client, and JSON requests that must succeed.
 
 use anyhow::{ensure, Result};
-use e2e_tests::{json, Client, Server, Value};
+use e2e_tests::{json, Client, Kind, Server, Value};
 use std::time::Duration;
 
-/// Starts a server and creates `task`/`id` on `model` with `allocations`.
+/// Starts a native host and creates `task`/`id` on `model` with `allocations`.
 pub fn start(task: &str, id: &str, model: &str, allocations: usize) -> Result<Server> {
-    eprintln!("starting the server (the first start compiles the components, about a minute)");
-    let server = Server::start(&[])?;
+    start_kind(Kind::Native, task, id, model, allocations)
+}
+
+/// [`start`] on a server of `kind`: the native host or the Spin app.
+pub fn start_kind(
+    kind: Kind,
+    task: &str,
+    id: &str,
+    model: &str,
+    allocations: usize,
+) -> Result<Server> {
+    eprintln!(
+        "starting the {kind:?} server (the first start compiles the components, about a minute)"
+    );
+    let server = Server::start_kind(kind, &[])?;
     let created = server.put(
         &format!("/_inference/{task}/{id}"),
         &json!({

@@ -11,7 +11,7 @@ use crate::server;
 use crate::workload::{self, corpus_path, timed_workloads, Backend, Options, Run};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Parser;
-use e2e_tests::{json, Client, Server, Value};
+use e2e_tests::{json, Client, Kind, Server, Value};
 use ml_core::{cosine, TextEmbedder};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,7 +62,13 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
         .map(|e| e.values)
         .collect::<Vec<_>>();
 
-    let mut backends = vec![bench_server(options, &corpus, reference_texts, &reference)?];
+    let mut backends = vec![bench_server(
+        Kind::Native,
+        options,
+        &corpus,
+        reference_texts,
+        &reference,
+    )?];
     backends.push(bench_native(options, &corpus, &model_dir)?);
     if !args.skip_ort {
         backends.push(bench_ort(options, &model_dir, &reference)?);
@@ -81,13 +87,58 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
     Ok(())
 }
 
+/// The Spin app (router and pre-initialised task components composed, a
+/// fresh instance per request, in the wasmtime test host) against the native
+/// host and the native core, on the same workloads.
+pub fn run_spin(options: &Options) -> Result<()> {
+    options.check()?;
+    let corpus = workload::corpus()?;
+    let model_dir = e2e_tests::model_cache().join(MODEL);
+    println!(
+        "text_embedding through the Spin app: corpus {} sentences; model {MODEL}; concurrency {}; each workload {:.0} s and at least {} requests, after {:.0} s warm-up",
+        corpus.len(),
+        options.concurrency,
+        options.seconds,
+        options.min_requests,
+        options.warmup
+    );
+    workload::print_machine();
+    let reference_texts = &corpus[..4];
+    let reference = TextEmbedder::load(&model_dir)?
+        .embed(reference_texts, None)?
+        .into_iter()
+        .map(|e| e.values)
+        .collect::<Vec<_>>();
+    let backends = vec![
+        bench_server(Kind::Spin, options, &corpus, reference_texts, &reference)?,
+        bench_server(Kind::Native, options, &corpus, reference_texts, &reference)?,
+        bench_native(options, &corpus, &model_dir)?,
+    ];
+    let labels = [
+        format!("1 input, concurrency {}", options.concurrency),
+        format!(
+            "{} inputs, concurrency {}",
+            options.batch, options.concurrency
+        ),
+    ];
+    workload::print_table(&labels, &backends);
+    Ok(())
+}
+
 fn bench_server(
+    kind: Kind,
     args: &Options,
     corpus: &[String],
     reference_texts: &[String],
     reference: &[Vec<f32>],
 ) -> Result<Backend> {
-    let server = server::start("text_embedding", "bench-minilm", MODEL, args.concurrency)?;
+    let server = server::start_kind(
+        kind,
+        "text_embedding",
+        "bench-minilm",
+        MODEL,
+        args.concurrency,
+    )?;
     let url = format!("{}/_inference/text_embedding/bench-minilm", server.url);
     let embed = |client: &mut Client, texts: &[String]| -> Result<Vec<Vec<f32>>> {
         let body = server::post(client, &url, &json!({ "input": texts }))?;
@@ -107,17 +158,16 @@ fn bench_server(
         Ok(vectors)
     };
     let mut client = server.client.clone();
-    check_agreement("server", &embed(&mut client, reference_texts)?, reference)?;
+    let name = match kind {
+        Kind::Native => "server (HTTP)",
+        Kind::Spin => "Spin app (HTTP)",
+    };
+    check_agreement(name, &embed(&mut client, reference_texts)?, reference)?;
     let mut clients = vec![server.client.clone(); args.concurrency];
     let batches = [1, args.batch];
-    timed_workloads(
-        "server (HTTP)",
-        args,
-        &batches,
-        &mut clients,
-        corpus,
-        |c, texts| embed(c, texts).map(drop),
-    )
+    timed_workloads(name, args, &batches, &mut clients, corpus, |c, texts| {
+        embed(c, texts).map(drop)
+    })
 }
 
 fn bench_native(args: &Options, corpus: &[String], model_dir: &Path) -> Result<Backend> {

@@ -156,8 +156,8 @@ pub fn timed_workloads<W: Send>(
     Ok(Backend { name, runs })
 }
 
-/// The table of every backend on every workload, then the first backend (the
-/// server) as ratios of each of the others.
+/// The table of every backend on every workload, then the first backend
+/// (the one measured) as ratios of each of the others.
 pub fn print_table(labels: &[String], backends: &[Backend]) {
     println!();
     println!(
@@ -179,13 +179,17 @@ pub fn print_table(labels: &[String], backends: &[Backend]) {
         }
     }
     println!();
-    println!("server relative to the others (docs/s ratio: higher is better for the server; p50 and p99 ratios: lower is better)");
-    let server = &backends[0];
+    let first = &backends[0];
+    println!(
+        "{} relative to the others (docs/s ratio: higher is better for it; p50 and p99 ratios: lower is better)",
+        first.name
+    );
     for other in &backends[1..] {
         for (w, label) in labels.iter().enumerate() {
-            let (s, o) = (&server.runs[w], &other.runs[w]);
+            let (s, o) = (&first.runs[w], &other.runs[w]);
             println!(
-                "  server/{:<13} {:<38} docs/s {:>5.2}   p50 {:>5.2}   p99 {:>5.2}",
+                "  {:>15} / {:<15} {:<38} docs/s {:>5.2}   p50 {:>5.2}   p99 {:>5.2}",
+                first.name,
                 other.name,
                 label,
                 s.docs_per_s() / o.docs_per_s(),

@@ -53,11 +53,13 @@ pub fn quantize_int8(v: &[f32]) -> Vec<i8> {
 pub fn pack_bits(v: &[f32]) -> Vec<i8> {
     v.chunks(8)
         .map(|chunk| {
-            let byte =
-                chunk.iter().enumerate().fold(
-                    0u8,
-                    |acc, (i, x)| if *x > 0.0 { acc | (0x80 >> i) } else { acc },
-                );
+            // Shifted left from bit 0: built for wasm32 with simd128, the
+            // router got `0x80 >> i` sign-extended (bits 7..=i all set).
+            let byte = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| **x > 0.0)
+                .fold(0u8, |acc, (i, _)| acc | (1 << (7 - i)));
             byte as i8
         })
         .collect()

@@ -178,7 +178,14 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         .unwrap_or_else(|e| error_response(&e, pretty));
     let not_allowed = response.status() == StatusCode::METHOD_NOT_ALLOWED;
     let overloaded = response.status() == StatusCode::TOO_MANY_REQUESTS;
+    let too_large = response.status() == StatusCode::PAYLOAD_TOO_LARGE;
     let headers = response.headers_mut();
+    if too_large {
+        // The rest of the body is never read, so the connection cannot carry
+        // another request: say so, or a client reuses it and its next
+        // request finds it closed.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if overloaded {
         // A queue slot usually frees within a request's time; clients retry then.
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -141,25 +141,44 @@ pub fn embeddings_over_http_equal_the_native_core(kind: Kind) {
         "Stock markets fell sharply today.",
     ];
     let s = server(kind);
-    let (status, answer) = body(s.post(
-        "/_inference/text_embedding/.multilingual-e5-small-elasticsearch",
-        &json!({"input": texts}),
+    // A second model on the same task component: each endpoint gets its own
+    // model, whatever the component loaded before (or was snapshotted with).
+    let (status, created) = body(s.put(
+        "/_inference/text_embedding/minilm-int8",
+        &json!({"service": "elasticsearch", "service_settings": {"model_id": "all-minilm-l6-v2-int8", "num_allocations": 1, "num_threads": 1}}),
     ));
-    assert_eq!(status, 200, "{answer}");
-    let served = embeddings(&answer, "text_embedding");
-    let native = ml_core::TextEmbedder::load(&model_cache().join("all-minilm-l6-v2"))
-        .unwrap()
-        .embed(&texts.map(String::from), None)
-        .unwrap();
-    for (s, n) in served.iter().zip(&native) {
-        assert_eq!(s.len(), 384);
-        let diff = s
-            .iter()
-            .zip(&n.values)
-            .map(|(a, b)| (*a as f32 - b).abs())
-            .fold(0f32, f32::max);
-        assert!(diff < 1e-5, "HTTP differs from native by {diff}");
+    assert_eq!(status, 200, "{created}");
+    let mut served = Vec::new();
+    for (id, model) in [
+        (".multilingual-e5-small-elasticsearch", "all-minilm-l6-v2"),
+        ("minilm-int8", "all-minilm-l6-v2-int8"),
+    ] {
+        let (status, answer) = body(s.post(
+            &format!("/_inference/text_embedding/{id}"),
+            &json!({"input": texts}),
+        ));
+        assert_eq!(status, 200, "{answer}");
+        let embedded = embeddings(&answer, "text_embedding");
+        let native = ml_core::TextEmbedder::load(&model_cache().join(model))
+            .unwrap()
+            .embed(&texts.map(String::from), None)
+            .unwrap();
+        for (s, n) in embedded.iter().zip(&native) {
+            assert_eq!(s.len(), 384);
+            let diff = s
+                .iter()
+                .zip(&n.values)
+                .map(|(a, b)| (*a as f32 - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{model}: HTTP differs from native by {diff}");
+        }
+        served.push(embedded);
     }
+    assert_ne!(
+        served[0], served[1],
+        "the two models give different numbers"
+    );
+    let served = &served[0];
     let cos = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     assert!(cos(&served[0], &served[1]) > cos(&served[0], &served[2]) + 0.3);
 }
@@ -512,4 +531,70 @@ pub fn rerank_chunks_long_documents_when_the_endpoint_says_so(kind: Kind) {
             "one chunk is truncating: {one_chunk:?} vs {truncated:?}"
         );
     }
+}
+
+pub const COMPLETION: &str = "/_inference/completion/.smollm2-135m-instruct-completion";
+pub const FRANCE: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+/// Reads a whole SSE response into `(event, data)` pairs, with an SSE
+/// client library.
+pub fn events(response: crate::Response) -> Vec<(String, String)> {
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    crate::sse::events(response)
+        .map(|e| (e.event, e.data))
+        .collect()
+}
+
+pub fn completion_answers_and_streams_the_same_text(kind: Kind) {
+    let s = server(kind);
+    let response = s.post(COMPLETION, &json!({"input": FRANCE}));
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().unwrap();
+    let result = answer["completion"][0]["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(result.contains("Paris"), "{answer}");
+
+    let streamed = events(s.post(&format!("{COMPLETION}/_stream"), &json!({"input": FRANCE})));
+    let (last_event, last_data) = streamed.last().unwrap();
+    assert_eq!(
+        (last_event.as_str(), last_data.as_str()),
+        ("message", "[DONE]")
+    );
+    let text: String = streamed[..streamed.len() - 1]
+        .iter()
+        .map(|(event, data)| {
+            assert_eq!(event, "message");
+            let v: Value = serde_json::from_str(data).unwrap();
+            v["completion"][0]["delta"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(text, result, "streamed deltas concatenate to the answer");
+
+    let short = s.post(
+        COMPLETION,
+        &json!({"input": FRANCE, "task_settings": {"max_tokens": 2}}),
+    );
+    let short: Value = short.json().unwrap();
+    let short = short["completion"][0]["result"].as_str().unwrap();
+    assert!(
+        result.starts_with(short) && short.len() < result.len(),
+        "{short:?}"
+    );
+
+    let seeded = |seed: u64| {
+        let body = json!({"input": "Once upon a time", "task_settings": {"temperature": 1.0, "seed": seed, "max_tokens": 12}});
+        let v: Value = s.post(COMPLETION, &body).json().unwrap();
+        v["completion"][0]["result"].as_str().unwrap().to_string()
+    };
+    assert_eq!(seeded(7), seeded(7), "seeded sampling is reproducible");
 }

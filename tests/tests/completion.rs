@@ -1,74 +1,16 @@
 //! completion and chat_completion on SmolLM2 in its component: answers,
 //! Server-Sent Events, limits, and a client that goes away.
 
-use e2e_tests::{error_type, json, sse, Server, Value};
+use e2e_tests::cases::{events, COMPLETION, FRANCE};
+use e2e_tests::{cases, error_type, json, Kind, Server, Value};
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
-const COMPLETION: &str = "/_inference/completion/.smollm2-135m-instruct-completion";
 const CHAT: &str = "/_inference/chat_completion/.smollm2-135m-instruct-chat_completion/_stream";
-const FRANCE: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
-
-/// Reads a whole SSE response into `(event, data)` pairs, with an SSE
-/// client library.
-fn events(response: e2e_tests::Response) -> Vec<(String, String)> {
-    assert_eq!(response.status().as_u16(), 200);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "{content_type}"
-    );
-    sse::events(response).map(|e| (e.event, e.data)).collect()
-}
 
 #[test]
 fn completion_answers_and_streams_the_same_text() {
-    let s = Server::start(&[]).unwrap();
-    let response = s.post(COMPLETION, &json!({"input": FRANCE}));
-    assert_eq!(response.status().as_u16(), 200);
-    let answer: Value = response.json().unwrap();
-    let result = answer["completion"][0]["result"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(result.contains("Paris"), "{answer}");
-
-    let streamed = events(s.post(&format!("{COMPLETION}/_stream"), &json!({"input": FRANCE})));
-    let (last_event, last_data) = streamed.last().unwrap();
-    assert_eq!(
-        (last_event.as_str(), last_data.as_str()),
-        ("message", "[DONE]")
-    );
-    let text: String = streamed[..streamed.len() - 1]
-        .iter()
-        .map(|(event, data)| {
-            assert_eq!(event, "message");
-            let v: Value = serde_json::from_str(data).unwrap();
-            v["completion"][0]["delta"].as_str().unwrap().to_string()
-        })
-        .collect();
-    assert_eq!(text, result, "streamed deltas concatenate to the answer");
-
-    let short = s.post(
-        COMPLETION,
-        &json!({"input": FRANCE, "task_settings": {"max_tokens": 2}}),
-    );
-    let short: Value = short.json().unwrap();
-    let short = short["completion"][0]["result"].as_str().unwrap();
-    assert!(
-        result.starts_with(short) && short.len() < result.len(),
-        "{short:?}"
-    );
-
-    let seeded = |seed: u64| {
-        let body = json!({"input": "Once upon a time", "task_settings": {"temperature": 1.0, "seed": seed, "max_tokens": 12}});
-        let v: Value = s.post(COMPLETION, &body).json().unwrap();
-        v["completion"][0]["result"].as_str().unwrap().to_string()
-    };
-    assert_eq!(seeded(7), seeded(7), "seeded sampling is reproducible");
+    cases::completion_answers_and_streams_the_same_text(Kind::Native);
 }
 
 #[test]

@@ -82,7 +82,10 @@ fn sigkill_during_concurrent_puts_loses_no_acknowledged_endpoint() {
     }
     // The store is consistent: listing works and holds only attempted ids,
     // each complete.
-    let all: Value = server.get("/_inference/text_embedding").json().unwrap();
+    let all: Value = server
+        .get("/_inference/text_embedding/_all")
+        .json()
+        .unwrap();
     let stored: Vec<&Value> = all["endpoints"]
         .as_array()
         .unwrap()

@@ -93,7 +93,7 @@ fn run_mix(url: &str, seconds: u64) -> Counts {
                         // The server closes oversized uploads early; a reset
                         // there is an answer too.
                         Err(_) if label == "oversized_body" => 413,
-                        Err(e) => panic!("{label}: no answer: {e}"),
+                        Err(e) => panic!("{label}: no answer: {e:?}"),
                     };
                     *counts.lock().unwrap().entry((label, status)).or_default() += 1;
                 }

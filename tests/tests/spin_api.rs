@@ -82,3 +82,8 @@ fn spin_app_and_native_host_give_identical_numbers() {
 fn rerank_chunks_long_documents_when_the_endpoint_says_so() {
     cases::rerank_chunks_long_documents_when_the_endpoint_says_so(Kind::Spin);
 }
+
+#[test]
+fn completion_answers_and_streams_the_same_text() {
+    cases::completion_answers_and_streams_the_same_text(Kind::Spin);
+}

@@ -92,8 +92,6 @@ fn main() -> Result<()> {
                 run(cargo().args([
                     "test",
                     "--release",
-                    "-p",
-                    "e2e-tests",
                     "--test",
                     "browser",
                     "--",
@@ -106,18 +104,11 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             models()?;
             build(&target, false)?;
+            spin(&target)?;
             step("bench", || {
-                run(cargo()
-                    .args([
-                        "run",
-                        "--release",
-                        "-p",
-                        "benchmarks",
-                        "--bin",
-                        "bench",
-                        "--",
-                    ])
-                    .args(&args))
+                // `build` built it with every native crate; a `-p` build
+                // would unify features differently and rebuild wasmtime.
+                run(Command::new(target.join("release/bench")).args(&args))
             })
         }
     }
@@ -181,7 +172,8 @@ fn test(target: &Path) -> Result<()> {
 }
 
 /// The Spin app for hosts without the Spin CLI: the router component, the
-/// composition with the task components, the wasmtime test host.
+/// pre-initialised text-embedding and the composition. The test host and
+/// the tools come from `build`.
 fn spin(target: &Path) -> Result<()> {
     step("spin router", || {
         run(cargo().args([
@@ -192,9 +184,6 @@ fn spin(target: &Path) -> Result<()> {
             "-p",
             "spin-router",
         ]))
-    })?;
-    step("spin test host", || {
-        run(cargo().args(["build", "--release", "-p", "spin-test-host"]))
     })?;
     step("spin: pre-initialise text-embedding with its model", || {
         // An instance per request must not load the model per request: the
@@ -218,9 +207,9 @@ fn spin(target: &Path) -> Result<()> {
             .arg("all-minilm-l6-v2"))
     })?;
     step("spin composition", || {
-        run(cargo()
-            .args(["run", "--release", "-p", "spin-compose", "--"])
-            .arg(target))
+        // Built with the other native crates by `build` (a `-p` build here
+        // would unify features differently and rebuild wasmtime).
+        run(Command::new(target.join("release/spin-compose")).arg(target))
     })
 }
 

@@ -9,10 +9,9 @@ use exports::edge::inference::completion::{
     ChatMessage, FinishReason, Generation, GenerationOptions, Guest, GuestGeneration, Usage,
 };
 use std::cell::RefCell;
-use std::sync::OnceLock;
 
-/// One model per instance: the host calls `load` once after instantiating.
-static MODEL: OnceLock<ml_core::Generator> = OnceLock::new();
+/// The instance's model: the host calls `load` once after instantiating.
+static MODEL: ml_core::ModelSlot<ml_core::Generator> = ml_core::ModelSlot::new();
 
 struct Component;
 
@@ -21,10 +20,8 @@ ml_core::wit_records!();
 /// A generation in progress (resources are borrowed immutably by WIT).
 struct Running(RefCell<ml_core::Generation>);
 
-fn model() -> Result<&'static ml_core::Generator, Error> {
-    MODEL
-        .get()
-        .ok_or_else(|| Error::Model("load was not called".into()))
+fn model() -> Result<std::sync::Arc<ml_core::Generator>, Error> {
+    MODEL.get().map_err(Error::Model)
 }
 
 fn start(prompt: &str, options: GenerationOptions) -> Result<Generation, Error> {
@@ -45,7 +42,8 @@ impl Guest for Component {
     type Generation = Running;
 
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        let model = ml_core::load_once(&MODEL, || ml_core::Generator::load(dir.as_ref()))
+        let model = MODEL
+            .load(&dir, ml_core::Generator::load)
             .map_err(Error::Model)?;
         let config = model.config();
         Ok(model_info(

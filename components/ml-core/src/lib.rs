@@ -11,7 +11,7 @@ pub mod kernels;
 pub mod rerank;
 pub mod sparse;
 
-pub use component::load_once;
+pub use component::ModelSlot;
 pub use config::{ModelConfig, Pooling};
 pub use embedding::{cosine, Embedding, TextEmbedder};
 pub use encoder::Encoder;

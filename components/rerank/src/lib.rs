@@ -5,10 +5,9 @@ wit_bindgen::generate!({ path: "../../wit", world: "rerank-task" });
 
 use edge::inference::types::{Error, KernelReport, ModelInfo};
 use exports::edge::inference::rerank::{Guest, LongDocumentStrategy, RerankOptions};
-use std::sync::OnceLock;
 
-/// One model per instance: the host calls `load` once after instantiating.
-static MODEL: OnceLock<ml_core::Reranker> = OnceLock::new();
+/// The instance's model: the host calls `load` once after instantiating.
+static MODEL: ml_core::ModelSlot<ml_core::Reranker> = ml_core::ModelSlot::new();
 
 struct Component;
 
@@ -16,7 +15,8 @@ ml_core::wit_records!();
 
 impl Guest for Component {
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        let model = ml_core::load_once(&MODEL, || ml_core::Reranker::load(dir.as_ref()))
+        let model = MODEL
+            .load(&dir, ml_core::Reranker::load)
             .map_err(Error::Model)?;
         let config = model.config();
         Ok(model_info(
@@ -32,9 +32,7 @@ impl Guest for Component {
         documents: Vec<String>,
         options: RerankOptions,
     ) -> Result<Vec<f32>, Error> {
-        let model = MODEL
-            .get()
-            .ok_or_else(|| Error::Model("load was not called".into()))?;
+        let model = MODEL.get().map_err(Error::Model)?;
         let options = ml_core::RerankOptions {
             strategy: match options.long_document_strategy {
                 LongDocumentStrategy::Truncate => ml_core::LongDocumentStrategy::Truncate,

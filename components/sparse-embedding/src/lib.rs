@@ -4,10 +4,9 @@ wit_bindgen::generate!({ path: "../../wit", world: "sparse-embedding-task" });
 
 use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
 use exports::edge::inference::sparse_embedding::{Guest, SparseEmbedding};
-use std::sync::OnceLock;
 
-/// One model per instance: the host calls `load` once after instantiating.
-static MODEL: OnceLock<ml_core::SparseEmbedder> = OnceLock::new();
+/// The instance's model: the host calls `load` once after instantiating.
+static MODEL: ml_core::ModelSlot<ml_core::SparseEmbedder> = ml_core::ModelSlot::new();
 
 struct Component;
 
@@ -15,7 +14,8 @@ ml_core::wit_records!();
 
 impl Guest for Component {
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        let model = ml_core::load_once(&MODEL, || ml_core::SparseEmbedder::load(dir.as_ref()))
+        let model = MODEL
+            .load(&dir, ml_core::SparseEmbedder::load)
             .map_err(Error::Model)?;
         let config = &model.encoder.config;
         Ok(model_info(
@@ -30,9 +30,7 @@ impl Guest for Component {
         inputs: Vec<String>,
         _input_type: Option<InputType>,
     ) -> Result<Vec<SparseEmbedding>, Error> {
-        let model = MODEL
-            .get()
-            .ok_or_else(|| Error::Model("load was not called".into()))?;
+        let model = MODEL.get().map_err(Error::Model)?;
         let embeddings = model
             .embed(&inputs)
             .map_err(|e| Error::Inference(format!("{e:#}")))?;

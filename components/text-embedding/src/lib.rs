@@ -4,11 +4,10 @@ wit_bindgen::generate!({ path: "../../wit", world: "text-embedding-task" });
 
 use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
 use exports::edge::inference::text_embedding::{Embedding, Guest};
-use std::sync::OnceLock;
 
 /// One model per instance: the host instantiates a component per endpoint
 /// allocation and calls `load` once.
-static MODEL: OnceLock<ml_core::TextEmbedder> = OnceLock::new();
+static MODEL: ml_core::ModelSlot<ml_core::TextEmbedder> = ml_core::ModelSlot::new();
 
 struct Component;
 
@@ -16,7 +15,8 @@ ml_core::wit_records!();
 
 impl Guest for Component {
     fn load(dir: String) -> Result<ModelInfo, Error> {
-        let model = ml_core::load_once(&MODEL, || ml_core::TextEmbedder::load(dir.as_ref()))
+        let model = MODEL
+            .load(&dir, ml_core::TextEmbedder::load)
             .map_err(Error::Model)?;
         let config = &model.encoder.config;
         Ok(model_info(
@@ -28,9 +28,7 @@ impl Guest for Component {
     }
 
     fn embed(inputs: Vec<String>, input_type: Option<InputType>) -> Result<Vec<Embedding>, Error> {
-        let model = MODEL
-            .get()
-            .ok_or_else(|| Error::Model("load was not called".into()))?;
+        let model = MODEL.get().map_err(Error::Model)?;
         let input_type = input_type.map(|t| match t {
             InputType::Search => ml_core::InputType::Search,
             InputType::Ingest => ml_core::InputType::Ingest,
