@@ -93,6 +93,27 @@ fn minilm() -> Value {
         "adaptive_allocations": {"enabled": true, "min_number_of_allocations": 0, "max_number_of_allocations": 1}}})
 }
 
+/// The browser demo (`--demo-dir`) and its model files are behind the same
+/// setting as the API.
+#[test]
+fn the_demo_page_needs_credentials_too() {
+    let demo = e2e_tests::demo_dir();
+    let server = secure_server(&["--demo-dir", demo.to_str().expect("a UTF-8 path")]);
+    let page = |auth: Option<(&str, &str)>| {
+        let mut req = server.client.get(format!("{}/_demo/", server.url));
+        if let Some((user, password)) = auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        req.send().expect("request")
+    };
+    let refused = page(None);
+    assert_eq!(refused.status().as_u16(), 401);
+    assert!(refused.headers().contains_key("www-authenticate"));
+    let served = page(Some(BOB));
+    assert_eq!(served.status().as_u16(), 200);
+    assert!(served.text().unwrap().contains("<html"));
+}
+
 #[test]
 fn basic_auth_roles_and_privileges() {
     let server = secure_server(&[]);
