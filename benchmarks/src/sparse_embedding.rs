@@ -80,13 +80,6 @@ pub fn run(options: &Options) -> Result<()> {
             Ok(())
         },
     )?;
-    let labels = [
-        format!("1 input, concurrency {}", options.concurrency),
-        format!(
-            "{} inputs, concurrency {}",
-            options.batch, options.concurrency
-        ),
-    ];
-    workload::print_table(&labels, &[http, native]);
+    workload::print_table(&workload::labels(options), &[http, native]);
     Ok(())
 }

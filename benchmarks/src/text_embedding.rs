@@ -38,15 +38,7 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
     options.check()?;
     let corpus = workload::corpus()?;
     let model_dir = e2e_tests::model_cache().join(MODEL);
-    println!(
-        "text_embedding: corpus {} sentences; model {MODEL}; concurrency {}; each workload {:.0} s and at least {} requests, after {:.0} s warm-up",
-        corpus.len(),
-        options.concurrency,
-        options.seconds,
-        options.min_requests,
-        options.warmup
-    );
-    workload::print_machine();
+    workload::print_header(&format!("text_embedding on {MODEL}"), corpus.len(), options);
     let kernels = ml_core::kernels::report();
     println!(
         "native tract: isa {}, matmul tiers {}",
@@ -56,11 +48,7 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
 
     // A reference for checking that every backend computes the same vectors.
     let reference_texts = &corpus[..4];
-    let reference = TextEmbedder::load(&model_dir)?
-        .embed(reference_texts, None)?
-        .into_iter()
-        .map(|e| e.values)
-        .collect::<Vec<_>>();
+    let reference = reference(&model_dir, reference_texts)?;
 
     let mut backends = vec![bench_server(
         Kind::Native,
@@ -75,14 +63,7 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
     }
     let starts = time_starts(args.starts)?;
 
-    let labels = [
-        format!("1 input, concurrency {}", options.concurrency),
-        format!(
-            "{} inputs, concurrency {}",
-            options.batch, options.concurrency
-        ),
-    ];
-    workload::print_table(&labels, &backends);
+    workload::print_table(&workload::labels(options), &backends);
     print_starts(&starts);
     Ok(())
 }
@@ -94,35 +75,29 @@ pub fn run_spin(options: &Options) -> Result<()> {
     options.check()?;
     let corpus = workload::corpus()?;
     let model_dir = e2e_tests::model_cache().join(MODEL);
-    println!(
-        "text_embedding through the Spin app: corpus {} sentences; model {MODEL}; concurrency {}; each workload {:.0} s and at least {} requests, after {:.0} s warm-up",
+    workload::print_header(
+        &format!("text_embedding on {MODEL} through the Spin app"),
         corpus.len(),
-        options.concurrency,
-        options.seconds,
-        options.min_requests,
-        options.warmup
+        options,
     );
-    workload::print_machine();
     let reference_texts = &corpus[..4];
-    let reference = TextEmbedder::load(&model_dir)?
-        .embed(reference_texts, None)?
-        .into_iter()
-        .map(|e| e.values)
-        .collect::<Vec<_>>();
+    let reference = reference(&model_dir, reference_texts)?;
     let backends = vec![
         bench_server(Kind::Spin, options, &corpus, reference_texts, &reference)?,
         bench_server(Kind::Native, options, &corpus, reference_texts, &reference)?,
         bench_native(options, &corpus, &model_dir)?,
     ];
-    let labels = [
-        format!("1 input, concurrency {}", options.concurrency),
-        format!(
-            "{} inputs, concurrency {}",
-            options.batch, options.concurrency
-        ),
-    ];
-    workload::print_table(&labels, &backends);
+    workload::print_table(&workload::labels(options), &backends);
     Ok(())
+}
+
+/// The native core's vectors for `texts`, which every backend must match.
+fn reference(model_dir: &Path, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    Ok(TextEmbedder::load(model_dir)?
+        .embed(texts, None)?
+        .into_iter()
+        .map(|e| e.values)
+        .collect())
 }
 
 fn bench_server(

@@ -156,6 +156,17 @@ pub fn timed_workloads<W: Send>(
     Ok(Backend { name, runs })
 }
 
+/// The labels of the two workloads of `timed_workloads(.., &[1, batch], ..)`.
+pub fn labels(options: &Options) -> [String; 2] {
+    [
+        format!("1 input, concurrency {}", options.concurrency),
+        format!(
+            "{} inputs, concurrency {}",
+            options.batch, options.concurrency
+        ),
+    ]
+}
+
 /// The table of every backend on every workload, then the first backend
 /// (the one measured) as ratios of each of the others.
 pub fn print_table(labels: &[String], backends: &[Backend]) {
@@ -198,6 +209,15 @@ pub fn print_table(labels: &[String], backends: &[Backend]) {
             );
         }
     }
+}
+
+/// The first lines of a report: what is measured, how, and on what machine.
+pub fn print_header(what: &str, corpus: usize, options: &Options) {
+    println!(
+        "{what}: corpus {corpus} sentences; concurrency {}; each workload {:.0} s and at least {} requests, after {:.0} s warm-up",
+        options.concurrency, options.seconds, options.min_requests, options.warmup
+    );
+    print_machine();
 }
 
 /// Prints the machine's state, since the figures depend on it.

@@ -4,19 +4,16 @@
 //! one chunk.
 
 use crate::pool::Pool;
-use crate::runtime::{GenerationOptions, GenerationSummary, Prompt};
+use crate::runtime::{GenerationSummary, Prompt};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use es_wire::{ChatRole, EsError, Limits, TaskType};
+use es_wire::{EsError, GenerationParams, Limits, SseFrames, TaskType};
 use serde_json::{Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Generated tokens when the request and the endpoint name no limit.
-const DEFAULT_MAX_TOKENS: u32 = 256;
 
 pub enum Event {
     Chunk(String),
@@ -27,7 +24,7 @@ pub enum Event {
 /// One generation to run: what from, and how.
 pub struct Request {
     pub prompts: Vec<Prompt>,
-    pub options: GenerationOptions,
+    pub options: GenerationParams,
 }
 
 /// A perform-inference request on a `completion` endpoint: one generation
@@ -36,18 +33,9 @@ pub fn completion_request(
     request: es_wire::InferenceRequest,
     endpoint: &es_wire::Endpoint,
 ) -> Request {
-    let settings = request.options(endpoint).task_settings;
-    let number = |key: &str| settings.get(key).and_then(Value::as_f64);
-    let options = GenerationOptions {
-        max_tokens: number("max_tokens").map_or(DEFAULT_MAX_TOKENS, |n| n as u32),
-        temperature: number("temperature").unwrap_or(0.0) as f32,
-        top_p: number("top_p").unwrap_or(1.0) as f32,
-        seed: settings.get("seed").and_then(Value::as_u64),
-        stop: Vec::new(),
-    };
     Request {
+        options: GenerationParams::for_completion(&request, endpoint),
         prompts: request.input.into_iter().map(Prompt::Text).collect(),
-        options,
     }
 }
 
@@ -58,35 +46,12 @@ pub fn chat_request(
     limits: &Limits,
 ) -> Result<Request, EsError> {
     let chat = es_wire::parse_chat_completion(body, limits)?;
-    let setting = |key: &str| endpoint_settings.get(key).and_then(Value::as_f64);
+    let options = GenerationParams::for_chat(&chat, endpoint_settings);
     let messages = chat
         .messages
         .into_iter()
-        .map(|m| {
-            let role = match m.role {
-                ChatRole::System => "system",
-                ChatRole::User => "user",
-                ChatRole::Assistant => "assistant",
-            };
-            (role.to_string(), m.content)
-        })
+        .map(|m| (es_wire::chat_role_name(m.role).to_string(), m.content))
         .collect();
-    let options = GenerationOptions {
-        max_tokens: chat
-            .max_completion_tokens
-            .or_else(|| setting("max_tokens").map(|n| n as u32))
-            .unwrap_or(DEFAULT_MAX_TOKENS),
-        temperature: chat
-            .temperature
-            .or_else(|| setting("temperature").map(|t| t as f32))
-            .unwrap_or(0.0),
-        top_p: chat
-            .top_p
-            .or_else(|| setting("top_p").map(|t| t as f32))
-            .unwrap_or(1.0),
-        seed: endpoint_settings.get("seed").and_then(Value::as_u64),
-        stop: chat.stop,
-    };
     Ok(Request {
         prompts: vec![Prompt::Chat(messages)],
         options,
@@ -99,7 +64,7 @@ pub fn spawn(
     pool: Arc<Pool>,
     deadline: Option<Instant>,
     prompt: Prompt,
-    options: GenerationOptions,
+    options: GenerationParams,
 ) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(32);
     tokio::spawn(async move {
@@ -165,12 +130,7 @@ pub async fn stream(
         Some(event) => event,
         None => return Err(EsError::internal("the generation ended without an answer")),
     };
-    let frames = Frames {
-        task,
-        model_id,
-        id: chat_id(),
-        role_sent: false,
-    };
+    let frames = SseFrames::new(task, model_id, chat_id());
     let body = futures::stream::unfold(
         (Some(first), events, frames, false),
         |(pending, mut events, mut frames, done)| async move {
@@ -181,7 +141,7 @@ pub async fn stream(
                 Some(event) => event,
                 None => events.recv().await?,
             };
-            let (text, finished) = frames.render(event);
+            let (text, finished) = render(&mut frames, event);
             Some((
                 Ok::<_, std::convert::Infallible>(text),
                 (None, events, frames, finished),
@@ -199,58 +159,19 @@ pub async fn stream(
     Ok(response)
 }
 
-/// Turns generation events into SSE frames.
-struct Frames {
-    task: TaskType,
-    model_id: String,
-    id: String,
-    role_sent: bool,
-}
-
-impl Frames {
-    /// The frames for one event, and whether the stream is over.
-    fn render(&mut self, event: Event) -> (String, bool) {
-        match (event, self.task) {
-            (Event::Chunk(text), TaskType::ChatCompletion) => {
-                let role = (!std::mem::replace(&mut self.role_sent, true)).then_some("assistant");
-                (self.chat(role, Some(&text), None, None), false)
-            }
-            (Event::Chunk(text), _) => (
-                es_wire::sse_event(&es_wire::completion_delta(&text).to_string()),
-                false,
-            ),
-            (Event::Done(summary), TaskType::ChatCompletion) => {
-                let usage = es_wire::Usage {
-                    prompt_tokens: summary.prompt_tokens,
-                    completion_tokens: summary.completion_tokens,
-                    total_tokens: summary.prompt_tokens + summary.completion_tokens,
-                };
-                let role = (!self.role_sent).then_some("assistant");
-                let mut text = self.chat(
-                    role,
-                    None,
-                    Some(summary.finish_reason.unwrap_or("stop")),
-                    None,
-                );
-                text.push_str(&self.chat(None, None, None, Some(usage)));
-                text.push_str(&es_wire::sse_done());
-                (text, true)
-            }
-            (Event::Done(_), _) => (es_wire::sse_done(), true),
-            (Event::Failed(e), _) => (es_wire::sse_error(&e), true),
+/// The SSE frames for one event, and whether the stream is over.
+fn render(frames: &mut SseFrames, event: Event) -> (String, bool) {
+    match event {
+        Event::Chunk(text) => (frames.chunk(&text), false),
+        Event::Done(summary) => {
+            let usage = es_wire::Usage {
+                prompt_tokens: summary.prompt_tokens,
+                completion_tokens: summary.completion_tokens,
+                total_tokens: summary.prompt_tokens + summary.completion_tokens,
+            };
+            (frames.done(summary.finish_reason, usage), true)
         }
-    }
-
-    fn chat(
-        &self,
-        role: Option<&str>,
-        content: Option<&str>,
-        finish: Option<&str>,
-        usage: Option<es_wire::Usage>,
-    ) -> String {
-        let chunk =
-            es_wire::chat_completion_chunk(&self.id, &self.model_id, role, content, finish, usage);
-        es_wire::sse_event(&chunk.to_string())
+        Event::Failed(e) => (frames.error(&e), true),
     }
 }
 

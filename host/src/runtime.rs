@@ -319,16 +319,6 @@ pub enum Prompt {
     Chat(Vec<(String, String)>),
 }
 
-#[derive(Debug, Clone)]
-pub struct GenerationOptions {
-    pub max_tokens: u32,
-    /// 0 means greedy.
-    pub temperature: f32,
-    pub top_p: f32,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-}
-
 /// How a generation ended.
 #[derive(Debug, Clone)]
 pub struct GenerationSummary {
@@ -486,7 +476,7 @@ impl Instance {
         &mut self,
         timeout: Option<Duration>,
         prompt: Prompt,
-        options: GenerationOptions,
+        options: es_wire::GenerationParams,
         mut emit: impl FnMut(&str) -> bool,
     ) -> Result<GenerationSummary, CallError> {
         use completion::exports::edge::inference::completion as wit;
