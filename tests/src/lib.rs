@@ -109,7 +109,7 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
+    _tmp: tempfile::TempDir,
     args: Vec<String>,
     pub client: Client,
     /// Where the server's log (stderr) goes, when captured.
@@ -124,41 +124,37 @@ impl Server {
 
     /// Starts a server of `kind` with a fresh data directory.
     pub fn start_kind(kind: Kind, args: &[&str]) -> Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let data_dir = tmp.path().to_path_buf();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(kind, &data_dir, &args, None)?;
-        Ok(Self {
-            kind,
-            child,
-            url,
-            data_dir,
-            _tmp: Some(tmp),
-            args,
-            client: client(),
-            log: None,
-        })
+        Self::launch(kind, args, |_| Ok(()), false)
     }
 
     /// Like [`Server::start`] with `setup` run on the fresh data directory
     /// first (to write a users file, say), and the server's log captured in
     /// `<data dir>/server.log` (appended to across restarts).
     pub fn start_with(args: &[&str], setup: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        Self::launch(Kind::Native, args, setup, true)
+    }
+
+    fn launch(
+        kind: Kind,
+        args: &[&str],
+        setup: impl FnOnce(&Path) -> Result<()>,
+        capture_log: bool,
+    ) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
         let data_dir = tmp.path().to_path_buf();
         setup(&data_dir)?;
-        let log = data_dir.join("server.log");
+        let log = capture_log.then(|| data_dir.join("server.log"));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(Kind::Native, &data_dir, &args, Some(&log))?;
+        let (child, url) = spawn(kind, &data_dir, &args, log.as_deref())?;
         Ok(Self {
-            kind: Kind::Native,
+            kind,
             child,
             url,
             data_dir,
-            _tmp: Some(tmp),
+            _tmp: tmp,
             args,
             client: client(),
-            log: Some(log),
+            log,
         })
     }
 
