@@ -136,6 +136,7 @@ fn bench_server(
     let name = match kind {
         Kind::Native => "server (HTTP)",
         Kind::Spin => "Spin app (HTTP)",
+        Kind::SpinCli => "spin up (HTTP)",
     };
     check_agreement(name, &embed(&mut client, reference_texts)?, reference)?;
     let mut clients = vec![server.client.clone(); args.concurrency];

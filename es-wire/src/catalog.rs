@@ -1,9 +1,119 @@
-//! Which task types a model serves and the preconfigured endpoints: the pure
-//! part of the model catalog, shared by the native host and the Spin router
-//! (each scans its own model files).
+//! The model catalog: the installed models (a directory each, as the model
+//! tooling writes them), which task types each serves, and the preconfigured
+//! endpoints they give. Shared by the native host and the Spin router.
 
-use crate::endpoint::{AdaptiveAllocations, Catalog, Endpoint, ServiceSettings};
+use std::path::{Path, PathBuf};
+
+use crate::endpoint::{AdaptiveAllocations, Endpoint, ServiceSettings};
 use crate::types::TaskType;
+
+/// The model cache under the user's home directory, where `cargo xtask
+/// models` puts the models unless `INFERENCE_MODEL_CACHE` says otherwise.
+pub const DEFAULT_MODEL_CACHE: &str = ".cache/edge-inference/models";
+
+/// The model cache: `$INFERENCE_MODEL_CACHE`, else [`DEFAULT_MODEL_CACHE`]
+/// under `$HOME`.
+pub fn model_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("INFERENCE_MODEL_CACHE") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    Path::new(&home).join(DEFAULT_MODEL_CACHE)
+}
+
+/// The task components' file names, as `cargo build --target wasm32-wasip2`
+/// names them: text embedding, sparse embedding, rerank, completion.
+pub const COMPONENT_FILES: [&str; 4] = [
+    "text_embedding.wasm",
+    "sparse_embedding.wasm",
+    "rerank.wasm",
+    "completion.wasm",
+];
+
+/// A model directory: `model.json` (its id and task), the model files, and
+/// `SHA256SUMS`, written last by the model tooling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledModel {
+    pub model_id: String,
+    /// The task its `model.json` names.
+    pub task: TaskType,
+    pub dir: PathBuf,
+}
+
+impl InstalledModel {
+    /// The catalog entry: the model and every task type it serves.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo {
+            model_id: self.model_id.clone(),
+            task_types: model_task_types(self.task),
+        }
+    }
+}
+
+/// Every model directory under `dir`, by model id. A directory without
+/// `SHA256SUMS` is an unfinished build, and one whose `model.json` is not
+/// readable or names no known task is not a model: both are passed over.
+pub fn scan_models(dir: &Path) -> Vec<InstalledModel> {
+    #[derive(serde::Deserialize)]
+    struct ModelJson {
+        model_id: String,
+        task: String,
+    }
+    let mut models = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let dir = entry.path();
+        if !dir.join("SHA256SUMS").exists() {
+            continue;
+        }
+        let Some(meta) = std::fs::read(dir.join("model.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ModelJson>(&b).ok())
+        else {
+            continue;
+        };
+        if let Ok(task) = meta.task.parse() {
+            models.push(InstalledModel {
+                model_id: meta.model_id,
+                task,
+                dir,
+            });
+        }
+    }
+    models.sort_by(|a, b| a.model_id.cmp(&b.model_id));
+    models
+}
+
+/// One installed model and the task types it can serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub task_types: Vec<TaskType>,
+}
+
+/// The installed models, supplied by the host or the Spin router.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    pub models: Vec<ModelInfo>,
+}
+
+impl Catalog {
+    pub fn new(models: Vec<ModelInfo>) -> Self {
+        Self { models }
+    }
+
+    /// The model with that id.
+    pub fn get(&self, model_id: &str) -> Option<&ModelInfo> {
+        self.models.iter().find(|m| m.model_id == model_id)
+    }
+
+    /// Task types served by at least one model, in canonical order.
+    pub fn task_types(&self) -> Vec<TaskType> {
+        TaskType::ALL
+            .into_iter()
+            .filter(|t| self.models.iter().any(|m| m.task_types.contains(t)))
+            .collect()
+    }
+}
 
 /// The task types a model whose `model.json` says `task` can serve: a
 /// text-embedding model also reranks (as a bi-encoder), a completion model
@@ -88,7 +198,46 @@ pub fn preconfigured_endpoints(catalog: &Catalog, max_allocations: u32) -> Vec<E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::ModelInfo;
+
+    #[test]
+    fn scanning_finds_finished_model_directories_only() {
+        let root = std::env::temp_dir().join(format!("es-wire-scan-{}", std::process::id()));
+        let model = |name: &str, json: &str, finished: bool| {
+            let dir = root.join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("model.json"), json).unwrap();
+            if finished {
+                std::fs::write(dir.join("SHA256SUMS"), "").unwrap();
+            }
+        };
+        model(
+            "b",
+            r#"{"model_id": "b", "task": "sparse_embedding"}"#,
+            true,
+        );
+        model("a", r#"{"model_id": "a", "task": "text_embedding"}"#, true);
+        model("half", r#"{"model_id": "half", "task": "rerank"}"#, false);
+        model("odd", r#"{"model_id": "odd", "task": "painting"}"#, true);
+        model("bad", "{", true);
+        let found = scan_models(&root);
+        std::fs::remove_dir_all(&root).unwrap();
+        let ids: Vec<(&str, TaskType)> = found.iter().map(|m| (&*m.model_id, m.task)).collect();
+        assert_eq!(
+            ids,
+            [
+                ("a", TaskType::TextEmbedding),
+                ("b", TaskType::SparseEmbedding)
+            ]
+        );
+        assert_eq!(
+            found[0].info().task_types,
+            [TaskType::TextEmbedding, TaskType::Rerank]
+        );
+        assert!(
+            scan_models(&root).is_empty(),
+            "a missing directory holds no model"
+        );
+    }
 
     #[test]
     fn only_endpoints_whose_model_serves_the_task_exist() {

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::types::{format_time_value, TaskType};
-
 /// An error as Elasticsearch reports it: an HTTP status, an exception type in
 /// snake case (`resource_not_found_exception`) and a human-readable reason.
 ///
@@ -60,7 +58,7 @@ impl EsError {
 
     /// 400: the task type in the path of a perform-inference request differs from
     /// the endpoint's.
-    pub fn task_type_mismatch(requested: TaskType, actual: TaskType) -> Self {
+    pub fn task_type_mismatch(requested: impl fmt::Display, actual: impl fmt::Display) -> Self {
         Self::status_exception(
             400,
             format!(
@@ -71,7 +69,10 @@ impl EsError {
 
     /// 400: the task type in the path of a GET, DELETE or `_update` differs from
     /// the endpoint's.
-    pub fn requested_task_type_mismatch(requested: TaskType, actual: TaskType) -> Self {
+    pub fn requested_task_type_mismatch(
+        requested: impl fmt::Display,
+        actual: impl fmt::Display,
+    ) -> Self {
         Self::status_exception(
             400,
             format!(
@@ -229,7 +230,7 @@ impl EsError {
     }
 
     /// 405 for `_stream` on a task type that does not stream.
-    pub fn streaming_not_allowed(task_type: TaskType) -> Self {
+    pub fn streaming_not_allowed(task_type: impl fmt::Display) -> Self {
         Self::status_exception(
             405,
             format!(
@@ -263,6 +264,54 @@ impl EsError {
     }
 }
 
+/// Formats a duration as Elasticsearch prints time values: the largest unit
+/// that divides it exactly (`30s`, `2m`, `500ms`, `1500micros`).
+pub fn format_time_value(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let units: [(&str, u128); 7] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("micros", 1_000),
+        ("nanos", 1),
+    ];
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let (unit, per) = units
+        .into_iter()
+        .find(|(_, per)| nanos.is_multiple_of(*per))
+        .unwrap_or(("nanos", 1));
+    format!("{}{unit}", nanos / per)
+}
+
+/// A task's failure, as every task component reports it (the WIT `error`
+/// variant of `edge:inference-types`). Each server's bindings convert their
+/// generated variant into this one; the mapping onto the API's errors is here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TaskError {
+    /// The request cannot be served as given: a 400.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The model is missing or unusable: a 500.
+    #[error("model error: {0}")]
+    Model(String),
+    /// The model ran and failed: a 500.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl From<TaskError> for EsError {
+    fn from(e: TaskError) -> Self {
+        match e {
+            TaskError::InvalidInput(m) => EsError::illegal_argument(m),
+            other => EsError::internal(other.to_string()),
+        }
+    }
+}
+
 impl fmt::Display for EsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "[{}] {}: {}", self.status, self.error_type, self.reason)
@@ -283,6 +332,14 @@ fn validation_reason(reasons: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_values_use_the_largest_exact_unit() {
+        assert_eq!(format_time_value(Duration::from_secs(30)), "30s");
+        assert_eq!(format_time_value(Duration::from_secs(120)), "2m");
+        assert_eq!(format_time_value(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_time_value(Duration::ZERO), "0s");
+    }
 
     #[test]
     fn envelope_shape() {
@@ -306,7 +363,7 @@ mod tests {
         );
         assert_eq!(e.reason, "Inference endpoint [x] already exists");
 
-        let e = EsError::task_type_mismatch(TaskType::Rerank, TaskType::TextEmbedding);
+        let e = EsError::task_type_mismatch("rerank", "text_embedding");
         assert_eq!((e.status, e.error_type), (400, "status_exception"));
         assert_eq!(
             e.reason,
@@ -333,7 +390,7 @@ mod tests {
             "illegal_argument_exception"
         );
         assert_eq!(EsError::body_too_large(2, 1).status, 413);
-        assert_eq!(EsError::streaming_not_allowed(TaskType::Rerank).status, 405);
+        assert_eq!(EsError::streaming_not_allowed("rerank").status, 405);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::endpoint::{check_task_settings, Endpoint};
+use crate::endpoint::Endpoint;
 use crate::error::EsError;
 use crate::json::{first_unknown, parse_object, unknown_field, value_loc, wrong_type, Obj};
+use crate::settings::check_task_settings;
 use crate::types::{InputType, TaskType, Timeout};
 
 /// Name Elasticsearch's `ObjectParser` gives the perform-inference body; it
@@ -502,7 +503,8 @@ fn chat_message(body: &[u8], m: &Value) -> Result<ChatMessage, EsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::{parse_put, Catalog, ModelInfo};
+    use crate::catalog::{Catalog, ModelInfo};
+    use crate::settings::parse_put;
     use serde_json::json;
 
     fn parse(task: TaskType, body: &str) -> Result<InferenceRequest, EsError> {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::endpoint::Catalog;
+use crate::catalog::Catalog;
 use crate::error::EsError;
 use crate::types::{ElementType, TaskType};
 
@@ -101,18 +101,27 @@ pub fn text_embedding_response(
     json!({dense_field(task, element_type): entries})
 }
 
+/// One sparse embedding: the vocabulary tokens with a weight, and whether
+/// the input was cut to the model's length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseEmbedding {
+    pub tokens: Vec<(String, f32)>,
+    pub truncated: bool,
+}
+
 /// Sparse embeddings: `{"sparse_embedding": [{"is_truncated": false,
 /// "embedding": {"token": 1.23}}]}`, one entry per input; each item is
 /// `(is_truncated, tokens with weights)`.
-pub fn sparse_embedding_response(items: &[(bool, Vec<(String, f32)>)]) -> Value {
+pub fn sparse_embedding_response(items: &[SparseEmbedding]) -> Value {
     let entries: Vec<Value> = items
         .iter()
-        .map(|(truncated, tokens)| {
-            let embedding: Map<String, Value> = tokens
+        .map(|item| {
+            let embedding: Map<String, Value> = item
+                .tokens
                 .iter()
                 .map(|(t, w)| (t.clone(), f32_json(*w)))
                 .collect();
-            json!({"is_truncated": truncated, "embedding": embedding})
+            json!({"is_truncated": item.truncated, "embedding": embedding})
         })
         .collect();
     json!({"sparse_embedding": entries})
@@ -332,7 +341,7 @@ pub fn services_response(catalog: &Catalog, task_type: Option<TaskType>) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::endpoint::ModelInfo;
+    use crate::catalog::ModelInfo;
 
     #[test]
     fn floats_print_short() {
@@ -393,10 +402,10 @@ mod tests {
 
     #[test]
     fn sparse() {
-        let v = sparse_embedding_response(&[(
-            true,
-            vec![("paris".into(), 1.5), ("city".into(), 0.25)],
-        )]);
+        let v = sparse_embedding_response(&[SparseEmbedding {
+            tokens: vec![("paris".into(), 1.5), ("city".into(), 0.25)],
+            truncated: true,
+        }]);
         assert_eq!(
             v,
             json!({"sparse_embedding": [{"is_truncated": true, "embedding": {"paris": 1.5, "city": 0.25}}]})

@@ -33,7 +33,7 @@ async fn model_file(
 ) -> Response {
     // Installed models are looked up by id and files by exact name, so no
     // part of the request ever becomes a path.
-    let found = app.models.by_id.get(&model).filter(|m| {
+    let found = app.backend.models.by_id.get(&model).filter(|m| {
         // Encoders only: the page cannot run the language model.
         m.task_types.iter().any(|t| {
             matches!(

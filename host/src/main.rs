@@ -4,7 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use inference_host::api::{self, App};
+use inference_host::backend::Pools;
 use inference_host::catalog::Models;
+use inference_host::demo;
 use inference_host::runtime::{InstanceLimits, Runtime, TaskKind};
 use inference_host::security::{self, users, Security};
 use inference_host::store::EndpointStore;
@@ -200,7 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
     let model_cache = cli
         .models
         .clone()
-        .unwrap_or_else(|| home.join(".cache/edge-inference/models"));
+        .unwrap_or_else(|| home.join(es_wire::DEFAULT_MODEL_CACHE));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
 
@@ -221,22 +223,24 @@ async fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    let models = Models::scan(&model_cache, |kind| runtime.has(kind))?;
+    let models = Models::scan(&model_cache, |kind| runtime.has(kind));
     if models.by_id.is_empty() {
         tracing::warn!(cache = %model_cache.display(), "no models installed: run `python3 models/fetch.py`");
     }
     let store = EndpointStore::open(&data_dir.join("endpoints.redb"))?;
-    let app = App::new(
-        Arc::new(runtime),
-        models,
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+    let app = Arc::new(App {
+        catalog: models.catalog(),
+        preconfigured: models.preconfigured(cores),
         store,
-        es_wire::Limits {
+        backend: Pools::new(Arc::new(runtime), models, cli.max_queue),
+        limits: es_wire::Limits {
             max_body_bytes: cli.max_body_bytes,
             max_inputs: cli.max_inputs,
             max_input_chars: cli.max_input_chars,
         },
-        cli.max_queue,
-    );
+        node_name: "edge-inference".into(),
+    });
     let security = if cli.security {
         let path = users_file(&cli);
         let users = users::Users::new(users::UsersFile::read(&path)?)?;
@@ -250,9 +254,11 @@ async fn run(cli: Cli) -> Result<()> {
         tracing::warn!("security is OFF: anyone who reaches this port can use and change every endpoint (start with --security to require credentials)");
         None
     };
-    app.warm_all()?;
+    let mut endpoints = app.preconfigured.clone();
+    endpoints.extend(app.store.list()?);
+    app.backend.warm(&endpoints);
 
-    let mut router = api::router_with_demo(app.clone(), cli.demo_dir.clone());
+    let mut router = api::router(app.clone(), cli.demo_dir.clone().map(demo::routes));
     if let Some(security) = security {
         router = security::protect(router, security);
     }
@@ -275,7 +281,7 @@ async fn run(cli: Cli) -> Result<()> {
         _ => None,
     };
     tracing::info!(
-        models = ?app.models.by_id.keys().collect::<Vec<_>>(),
+        models = ?app.backend.models.by_id.keys().collect::<Vec<_>>(),
         endpoints = ?app.preconfigured.iter().map(|e| &e.inference_id).collect::<Vec<_>>(),
         data_dir = %data_dir.display(),
         ms = started.elapsed().as_millis() as u64,

@@ -2,14 +2,19 @@
 //! allocations): at most `max` run at once, `min` stay loaded, extra idle
 //! ones are dropped after a while (adaptive allocations may scale to zero).
 //! Models are loaded once per instance, never per request.
+//!
+//! All of the pool's state is one [`State`] behind one mutex, and every
+//! change to it wakes the requests waiting for an instance ([`Notify`]).
+//! A request takes an idle instance, or reserves a slot to load one while
+//! fewer than `max` exist (loaded or loading); otherwise it waits, up to
+//! `max_queue` requests at once, within its deadline.
 
-use crate::runtime::{CallError, Instance, Runtime, TaskError, TaskKind};
-use es_wire::EsError;
+use crate::runtime::{CallError, Instance, Runtime, TaskKind};
+use es_wire::{Deadline, EsError};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 pub struct PoolConfig {
     pub kind: TaskKind,
@@ -25,43 +30,48 @@ pub struct PoolConfig {
 pub struct Pool {
     runtime: Arc<Runtime>,
     config: PoolConfig,
-    idle: Mutex<Vec<Instance>>,
-    /// Signalled when an instance becomes idle or a load fails.
-    ready: Condvar,
-    /// Loaded instances, idle or busy.
-    live: AtomicUsize,
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    state: Mutex<State>,
+    /// Signalled on every change of `state` that may let a request go on.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Instance>,
+    /// Instances loaded or loading, idle or busy.
+    live: usize,
+    /// Requests waiting for an instance.
+    waiting: usize,
 }
 
 impl Pool {
     pub fn new(runtime: Arc<Runtime>, config: PoolConfig) -> Arc<Self> {
-        let permits = Arc::new(Semaphore::new(config.max.max(1)));
         Arc::new(Self {
             runtime,
             config,
-            idle: Mutex::new(Vec::new()),
-            ready: Condvar::new(),
-            live: AtomicUsize::new(0),
-            permits,
-            waiting: AtomicUsize::new(0),
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
         })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Loads instances up to `min` in the background.
     pub fn warm(self: &Arc<Self>) {
-        let missing = self
-            .config
-            .min
-            .saturating_sub(self.live.load(Ordering::SeqCst));
+        let missing = {
+            let mut state = self.state();
+            let missing = self.config.min.saturating_sub(state.live);
+            state.live += missing;
+            missing
+        };
         for _ in 0..missing {
             let pool = self.clone();
-            pool.live.fetch_add(1, Ordering::SeqCst);
             tokio::task::spawn_blocking(move || match pool.create() {
-                Ok(instance) => pool.put_back(Some(instance)),
+                Ok(instance) => pool.release(Some(instance)),
                 Err(e) => {
-                    pool.live.fetch_sub(1, Ordering::SeqCst);
-                    pool.ready.notify_all();
+                    pool.release(None);
                     tracing::error!(error = %e, "warming an instance failed");
                 }
             });
@@ -82,153 +92,132 @@ impl Pool {
         Ok(instance)
     }
 
+    /// Gives an instance back (idle), or gives up its slot (`None`: it
+    /// failed to load or was discarded), and wakes the waiting requests.
+    fn release(&self, instance: Option<Instance>) {
+        {
+            let mut state = self.state();
+            match instance {
+                Some(i) => state.idle.push(i),
+                None => state.live -= 1,
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// An idle instance, or `None`: a slot reserved to load one into;
+    /// waiting for either within `deadline`.
+    async fn acquire(&self, deadline: Deadline) -> Result<Option<Instance>, EsError> {
+        let mut queued = None;
+        loop {
+            // Registered before looking, so no change between the look and
+            // the wait goes unnoticed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.state();
+                if let Some(i) = state.idle.pop() {
+                    return Ok(Some(i));
+                }
+                if state.live < self.config.max.max(1) {
+                    state.live += 1;
+                    return Ok(None);
+                }
+                if queued.is_none() {
+                    if state.waiting >= self.config.max_queue {
+                        return Err(EsError::overloaded(format!(
+                            "too many requests are waiting for this endpoint ({} queued); retry later",
+                            self.config.max_queue
+                        )));
+                    }
+                    state.waiting += 1;
+                    // Counted out on drop: a client that leaves while queued
+                    // (its future dropped) must not keep its place.
+                    queued = Some(Queued(self));
+                }
+            }
+            match deadline.instant() {
+                Some(at) => tokio::time::timeout_at(at.into(), changed)
+                    .await
+                    .map_err(|_| deadline.error())?,
+                None => changed.await,
+            }
+        }
+    }
+
     /// Runs `call` on an instance, within `deadline`. A call that traps or
     /// times out loses its instance; a replacement is loaded in the background.
-    pub async fn run<R, F>(
-        self: &Arc<Self>,
-        deadline: Option<Instant>,
-        call: F,
-    ) -> Result<R, EsError>
+    pub async fn run<R, F>(self: &Arc<Self>, deadline: Deadline, call: F) -> Result<R, EsError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Instance, Option<Duration>) -> Result<R, CallError> + Send + 'static,
     {
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let timed_out = || EsError::timed_out(timeout.unwrap_or_default());
-        if self.waiting.load(Ordering::SeqCst) >= self.config.max_queue {
-            return Err(EsError::overloaded(format!(
-                "too many requests are waiting for this endpoint ({} queued); retry later",
-                self.config.max_queue
-            )));
-        }
-        // Counted out on drop: a client that leaves while queued (its future
-        // dropped) must not hold a queue slot forever.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let waiting = Waiting(&self.waiting);
-        let acquire = self.permits.clone().acquire_owned();
-        let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), acquire)
-                .await
-                .map_err(|_| timed_out()),
-            None => Ok(acquire.await),
-        };
-        drop(waiting);
-        let permit = permit?.expect("the semaphore is never closed");
-
+        let slot = self.acquire(deadline).await?;
         let pool = self.clone();
         let (instance, result) = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut instance = match pool.take_or_reserve() {
+            let mut instance = match slot {
                 Some(i) => i,
                 None => match pool.create() {
                     Ok(i) => i,
-                    Err(e) => {
-                        pool.live.fetch_sub(1, Ordering::SeqCst);
-                        pool.ready.notify_all();
-                        return (None, Err(Failure::Start(e)));
-                    }
+                    Err(e) => return (None, Err(e)),
                 },
             };
-            let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let result = call(&mut instance, remaining).map_err(Failure::Call);
-            (Some(instance), result)
+            let result = call(&mut instance, deadline.remaining());
+            let result = result.map_err(|err| (err.instance_survives(), err));
+            (Some(instance), Ok(result))
         })
         .await
         .map_err(|e| EsError::internal(format!("inference worker failed: {e}")))?;
 
         match result {
-            Ok(value) => {
-                self.put_back(instance);
+            Err(start_failed) => {
+                self.release(None);
+                Err(start_failed)
+            }
+            Ok(Ok(value)) => {
+                self.release(instance);
                 Ok(value)
             }
-            Err(Failure::Start(e)) => Err(e),
-            Err(Failure::Call(err)) => {
-                if err.instance_survives() {
-                    self.put_back(instance);
+            Ok(Err((survives, err))) => {
+                if survives {
+                    self.release(instance);
                 } else {
                     drop(instance);
-                    self.live.fetch_sub(1, Ordering::SeqCst);
-                    self.ready.notify_all();
+                    self.release(None);
                     self.warm();
                 }
-                Err(match err {
-                    CallError::Task(TaskError::InvalidInput(m)) => EsError::illegal_argument(m),
-                    CallError::Task(TaskError::Model(m)) => {
-                        EsError::internal(format!("model error: {m}"))
-                    }
-                    CallError::Task(TaskError::Inference(m)) => {
-                        EsError::internal(format!("inference failed: {m}"))
-                    }
-                    CallError::Timeout => timed_out(),
-                    CallError::Trap(m) => {
-                        tracing::warn!(trap = %m, "instance trapped; replacing it");
-                        EsError::internal(format!(
-                            "the model instance failed and was replaced: {}",
-                            first_line(&m)
-                        ))
-                    }
-                })
+                if let CallError::Trap(trap) = &err {
+                    tracing::warn!(%trap, "instance trapped; replacing it");
+                }
+                Err(err.into_es_error(deadline))
             }
-        }
-    }
-
-    fn put_back(&self, instance: Option<Instance>) {
-        if let Some(i) = instance {
-            self.idle.lock().unwrap().push(i);
-            self.ready.notify_one();
-        }
-    }
-
-    /// An idle instance, or `None` with a slot reserved (`live` counted) for
-    /// the caller to load one. While `max` instances exist, some still
-    /// loading, waits for one of them rather than loading one more.
-    fn take_or_reserve(&self) -> Option<Instance> {
-        let mut idle = self.idle.lock().unwrap();
-        loop {
-            if let Some(i) = idle.pop() {
-                return Some(i);
-            }
-            if self.live.load(Ordering::SeqCst) < self.config.max.max(1) {
-                self.live.fetch_add(1, Ordering::SeqCst);
-                return None;
-            }
-            idle = self
-                .ready
-                .wait_timeout(idle, Duration::from_millis(100))
-                .unwrap()
-                .0;
         }
     }
 
     /// Drops idle instances above `min` unused for `idle_for`.
     pub fn shrink(&self, idle_for: Duration) {
-        let mut idle = self.idle.lock().unwrap();
+        let mut state = self.state();
         let now = Instant::now();
-        while self.live.load(Ordering::SeqCst) > self.config.min {
-            let Some(pos) = idle
+        while state.live > self.config.min {
+            let Some(pos) = state
+                .idle
                 .iter()
                 .position(|i| now.duration_since(i.last_used) >= idle_for)
             else {
                 break;
             };
-            idle.remove(pos);
-            self.live.fetch_sub(1, Ordering::SeqCst);
+            state.idle.remove(pos);
+            state.live -= 1;
         }
     }
 }
 
-enum Failure {
-    /// No instance could be loaded.
-    Start(EsError),
-    Call(CallError),
-}
+/// A request's place in the queue.
+struct Queued<'a>(&'a Pool);
 
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.state().waiting -= 1;
+    }
 }

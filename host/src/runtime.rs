@@ -11,22 +11,23 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-mod text_embedding {
-    wasmtime::component::bindgen!({ path: "../wit", world: "text-embedding-task" });
+/// One set of bindings for every task: the `tasks` world exports all four
+/// task interfaces, and each component exports one of them. Their shared
+/// records (`edge:inference-types`) are generated once.
+mod bindings {
+    wasmtime::component::bindgen!({ path: "../wit", world: "tasks" });
 }
-mod sparse_embedding {
-    wasmtime::component::bindgen!({ path: "../wit", world: "sparse-embedding-task" });
-}
-mod rerank {
-    wasmtime::component::bindgen!({ path: "../wit", world: "rerank-task" });
-}
-mod completion {
-    wasmtime::component::bindgen!({ path: "../wit", world: "completion-task" });
-}
+
+use bindings::edge::inference_types::types as wit;
+use bindings::exports::edge::completion::completion;
+use bindings::exports::edge::rerank::rerank;
+use bindings::exports::edge::sparse_embedding::sparse_embedding;
+use bindings::exports::edge::text_embedding::text_embedding;
+use es_wire::TaskError;
 
 /// How often the epoch advances: the resolution of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -53,10 +54,10 @@ impl TaskKind {
     /// The component file name, as `cargo xtask build` writes it.
     pub fn file_name(self) -> &'static str {
         match self {
-            TaskKind::TextEmbedding => "text_embedding.wasm",
-            TaskKind::SparseEmbedding => "sparse_embedding.wasm",
-            TaskKind::Rerank => "rerank.wasm",
-            TaskKind::Completion => "completion.wasm",
+            TaskKind::TextEmbedding => es_wire::COMPONENT_FILES[0],
+            TaskKind::SparseEmbedding => es_wire::COMPONENT_FILES[1],
+            TaskKind::Rerank => es_wire::COMPONENT_FILES[2],
+            TaskKind::Completion => es_wire::COMPONENT_FILES[3],
         }
     }
 
@@ -87,41 +88,112 @@ pub struct InstanceLimits {
 }
 
 /// Why a call into an instance failed. Only `Task` leaves the instance usable.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum CallError {
     /// The task refused or failed cleanly.
-    Task(TaskError),
+    #[error(transparent)]
+    Task(#[from] TaskError),
     /// The deadline passed: the instance was interrupted.
+    #[error("the deadline passed")]
     Timeout,
     /// The instance trapped (panic, out of memory, a bug): it is discarded.
+    #[error("the model instance failed and was replaced: {}", first_line(.0))]
     Trap(String),
 }
 
-#[derive(Debug)]
-pub enum TaskError {
-    InvalidInput(String),
-    Model(String),
-    Inference(String),
+impl CallError {
+    /// Whether the instance may serve another call.
+    pub fn instance_survives(&self) -> bool {
+        matches!(self, CallError::Task(_))
+    }
+
+    /// The Elasticsearch error for a call made within `deadline`.
+    pub fn into_es_error(self, deadline: es_wire::Deadline) -> es_wire::EsError {
+        match self {
+            CallError::Task(e) => e.into(),
+            CallError::Timeout => deadline.error(),
+            trap @ CallError::Trap(_) => es_wire::EsError::internal(trap.to_string()),
+        }
+    }
 }
 
-impl CallError {
-    fn from_wasmtime(err: wasmtime::Error) -> Self {
+impl From<wasmtime::Error> for CallError {
+    fn from(err: wasmtime::Error) -> Self {
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout,
             _ => CallError::Trap(format!("{err:?}")),
         }
     }
+}
 
-    /// Whether the instance may serve another call.
-    pub fn instance_survives(&self) -> bool {
-        matches!(self, CallError::Task(_))
+impl From<wit::Error> for CallError {
+    fn from(e: wit::Error) -> Self {
+        CallError::Task(match e {
+            wit::Error::InvalidInput(m) => TaskError::InvalidInput(m),
+            wit::Error::Model(m) => TaskError::Model(m),
+            wit::Error::Inference(m) => TaskError::Inference(m),
+        })
+    }
+}
+
+impl From<es_wire::InputType> for wit::InputType {
+    fn from(t: es_wire::InputType) -> Self {
+        match t {
+            es_wire::InputType::Search => wit::InputType::Search,
+            es_wire::InputType::Ingest => wit::InputType::Ingest,
+            es_wire::InputType::Classification => wit::InputType::Classification,
+            es_wire::InputType::Clustering => wit::InputType::Clustering,
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// A task component, linked and ready to instantiate, with its export
+/// looked up once.
+struct Prepared {
+    pre: InstancePre<Sandbox>,
+    exports: Exports,
+}
+
+enum Exports {
+    TextEmbedding(text_embedding::GuestIndices),
+    SparseEmbedding(sparse_embedding::GuestIndices),
+    Rerank(rerank::GuestIndices),
+    Completion(completion::GuestIndices),
+}
+
+impl Prepared {
+    fn new(kind: TaskKind, pre: InstancePre<Sandbox>) -> Result<Self> {
+        let exports = match kind {
+            TaskKind::TextEmbedding => {
+                Exports::TextEmbedding(text_embedding::GuestIndices::new(&pre)?)
+            }
+            TaskKind::SparseEmbedding => {
+                Exports::SparseEmbedding(sparse_embedding::GuestIndices::new(&pre)?)
+            }
+            TaskKind::Rerank => Exports::Rerank(rerank::GuestIndices::new(&pre)?),
+            TaskKind::Completion => Exports::Completion(completion::GuestIndices::new(&pre)?),
+        };
+        Ok(Self { pre, exports })
+    }
+
+    fn instantiate(&self, store: &mut Store<Sandbox>) -> Result<Task> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        Ok(match &self.exports {
+            Exports::TextEmbedding(i) => Task::TextEmbedding(i.load(&mut *store, &instance)?),
+            Exports::SparseEmbedding(i) => Task::SparseEmbedding(i.load(&mut *store, &instance)?),
+            Exports::Rerank(i) => Task::Rerank(i.load(&mut *store, &instance)?),
+            Exports::Completion(i) => Task::Completion(i.load(&mut *store, &instance)?),
+        })
     }
 }
 
 pub struct Runtime {
     engine: Engine,
-    components: HashMap<TaskKind, Component>,
-    linker: Linker<Sandbox>,
+    components: HashMap<TaskKind, Prepared>,
     limits: InstanceLimits,
 }
 
@@ -143,7 +215,13 @@ impl Runtime {
             .with_context(|| format!("creating {}", cache_dir.display()))?;
         let mut loaded = HashMap::new();
         for (&kind, path) in components {
-            loaded.insert(kind, load_component(&engine, path, cache_dir)?);
+            let component = load_component(&engine, path, cache_dir)?;
+            let pre = linker.instantiate_pre(&component).map_err(|e| {
+                anyhow::Error::from(e).context(format!("linking {}", path.display()))
+            })?;
+            let prepared = Prepared::new(kind, pre)
+                .with_context(|| format!("{} is not a {kind:?} component", path.display()))?;
+            loaded.insert(kind, prepared);
         }
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -158,7 +236,6 @@ impl Runtime {
         Ok(Self {
             engine,
             components: loaded,
-            linker,
             limits,
         })
     }
@@ -192,55 +269,21 @@ impl Runtime {
         );
         store.limiter(|s| &mut s.limits);
         set_deadline(&mut store, Some(self.limits.load_timeout));
-        let loaded = match kind {
-            TaskKind::TextEmbedding => {
-                let b = text_embedding::TextEmbeddingTask::instantiate(
-                    &mut store,
-                    component,
-                    &self.linker,
-                )?;
-                let info = b
-                    .edge_inference_text_embedding()
-                    .call_load(&mut store, MODEL_DIR)?;
-                info.map(|i| (Task::TextEmbedding(b), i.model_id))
-                    .map_err(|e| format!("{e:?}"))
-            }
-            TaskKind::SparseEmbedding => {
-                let b = sparse_embedding::SparseEmbeddingTask::instantiate(
-                    &mut store,
-                    component,
-                    &self.linker,
-                )?;
-                let info = b
-                    .edge_inference_sparse_embedding()
-                    .call_load(&mut store, MODEL_DIR)?;
-                info.map(|i| (Task::SparseEmbedding(b), i.model_id))
-                    .map_err(|e| format!("{e:?}"))
-            }
-            TaskKind::Rerank => {
-                let b = rerank::RerankTask::instantiate(&mut store, component, &self.linker)?;
-                let info = b.edge_inference_rerank().call_load(&mut store, MODEL_DIR)?;
-                info.map(|i| (Task::Rerank(b), i.model_id))
-                    .map_err(|e| format!("{e:?}"))
-            }
-            TaskKind::Completion => {
-                let b =
-                    completion::CompletionTask::instantiate(&mut store, component, &self.linker)?;
-                let info = b
-                    .edge_inference_completion()
-                    .call_load(&mut store, MODEL_DIR)?;
-                info.map(|i| (Task::Completion(b), i.model_id))
-                    .map_err(|e| format!("{e:?}"))
-            }
-        };
-        match loaded {
-            Ok((task, model_id)) => Ok(Instance {
+        let task = component.instantiate(&mut store)?;
+        let info = match &task {
+            Task::TextEmbedding(g) => g.call_load(&mut store, MODEL_DIR),
+            Task::SparseEmbedding(g) => g.call_load(&mut store, MODEL_DIR),
+            Task::Rerank(g) => g.call_load(&mut store, MODEL_DIR),
+            Task::Completion(g) => g.call_load(&mut store, MODEL_DIR),
+        }?;
+        match info {
+            Ok(info) => Ok(Instance {
                 store,
                 task,
-                model_id,
+                model_id: info.model_id,
                 last_used: Instant::now(),
             }),
-            Err(e) => bail!("loading the model in {}: {e}", model_dir.display()),
+            Err(e) => bail!("loading the model in {}: {e:?}", model_dir.display()),
         }
     }
 }
@@ -306,26 +349,10 @@ impl WasiView for Sandbox {
 }
 
 enum Task {
-    TextEmbedding(text_embedding::TextEmbeddingTask),
-    SparseEmbedding(sparse_embedding::SparseEmbeddingTask),
-    Rerank(rerank::RerankTask),
-    Completion(completion::CompletionTask),
-}
-
-/// What to generate from.
-pub enum Prompt {
-    Text(String),
-    /// `(role, content)` messages, rendered with the model's chat template.
-    Chat(Vec<(String, String)>),
-}
-
-/// How a generation ended.
-#[derive(Debug, Clone)]
-pub struct GenerationSummary {
-    /// `stop` or `length`; none when the caller stopped it.
-    pub finish_reason: Option<&'static str>,
-    pub prompt_tokens: u32,
-    pub completion_tokens: u32,
+    TextEmbedding(text_embedding::Guest),
+    SparseEmbedding(sparse_embedding::Guest),
+    Rerank(rerank::Guest),
+    Completion(completion::Guest),
 }
 
 /// One sandboxed component instance with its model loaded.
@@ -341,40 +368,12 @@ pub struct Embedding {
     pub truncated: bool,
 }
 
-pub struct SparseEmbedding {
-    pub tokens: Vec<(String, f32)>,
-    pub truncated: bool,
-}
-
 /// The tract kernels an instance runs (see the WIT `kernel-report`).
 #[derive(Debug, serde::Serialize)]
 pub struct KernelReport {
     pub isa: String,
     pub matmul_kernels: Vec<String>,
     pub tiers: Vec<String>,
-}
-
-macro_rules! task_error {
-    ($module:ident, $err:expr) => {{
-        use $module::edge::inference::types::Error as E;
-        CallError::Task(match $err {
-            E::InvalidInput(m) => TaskError::InvalidInput(m),
-            E::Model(m) => TaskError::Model(m),
-            E::Inference(m) => TaskError::Inference(m),
-        })
-    }};
-}
-
-macro_rules! input_type {
-    ($module:ident, $t:expr) => {{
-        use $module::edge::inference::types::InputType as I;
-        $t.map(|t| match t {
-            es_wire::InputType::Search => I::Search,
-            es_wire::InputType::Ingest => I::Ingest,
-            es_wire::InputType::Classification => I::Classification,
-            es_wire::InputType::Clustering => I::Clustering,
-        })
-    }};
 }
 
 impl Instance {
@@ -390,27 +389,17 @@ impl Instance {
         input_type: Option<es_wire::InputType>,
     ) -> Result<Vec<Embedding>, CallError> {
         self.begin(timeout);
-        let Task::TextEmbedding(b) = &self.task else {
+        let Task::TextEmbedding(g) = &self.task else {
             return Err(wrong_task("text_embedding"));
         };
-        let result = b
-            .edge_inference_text_embedding()
-            .call_embed(
-                &mut self.store,
-                inputs,
-                input_type!(text_embedding, input_type),
-            )
-            .map_err(CallError::from_wasmtime)?;
-        result
-            .map(|v| {
-                v.into_iter()
-                    .map(|e| Embedding {
-                        values: e.values,
-                        truncated: e.truncated,
-                    })
-                    .collect()
+        let embeddings = g.call_embed(&mut self.store, inputs, input_type.map(Into::into))??;
+        Ok(embeddings
+            .into_iter()
+            .map(|e| Embedding {
+                values: e.values,
+                truncated: e.truncated,
             })
-            .map_err(|e| task_error!(text_embedding, e))
+            .collect())
     }
 
     pub fn sparse_embed(
@@ -418,29 +407,19 @@ impl Instance {
         timeout: Option<Duration>,
         inputs: &[String],
         input_type: Option<es_wire::InputType>,
-    ) -> Result<Vec<SparseEmbedding>, CallError> {
+    ) -> Result<Vec<es_wire::SparseEmbedding>, CallError> {
         self.begin(timeout);
-        let Task::SparseEmbedding(b) = &self.task else {
+        let Task::SparseEmbedding(g) = &self.task else {
             return Err(wrong_task("sparse_embedding"));
         };
-        let result = b
-            .edge_inference_sparse_embedding()
-            .call_embed(
-                &mut self.store,
-                inputs,
-                input_type!(sparse_embedding, input_type),
-            )
-            .map_err(CallError::from_wasmtime)?;
-        result
-            .map(|v| {
-                v.into_iter()
-                    .map(|e| SparseEmbedding {
-                        tokens: e.tokens,
-                        truncated: e.truncated,
-                    })
-                    .collect()
+        let embeddings = g.call_embed(&mut self.store, inputs, input_type.map(Into::into))??;
+        Ok(embeddings
+            .into_iter()
+            .map(|e| es_wire::SparseEmbedding {
+                tokens: e.tokens,
+                truncated: e.truncated,
             })
-            .map_err(|e| task_error!(sparse_embedding, e))
+            .collect())
     }
 
     /// One relevance score per document, in input order.
@@ -449,25 +428,20 @@ impl Instance {
         timeout: Option<Duration>,
         query: &str,
         documents: &[String],
-        strategy: es_wire::LongDocumentStrategy,
-        max_chunks_per_doc: Option<u32>,
+        options: es_wire::RerankOptions,
     ) -> Result<Vec<f32>, CallError> {
-        use rerank::exports::edge::inference::rerank::{LongDocumentStrategy as S, RerankOptions};
         self.begin(timeout);
-        let Task::Rerank(b) = &self.task else {
+        let Task::Rerank(g) = &self.task else {
             return Err(wrong_task("rerank"));
         };
-        let options = RerankOptions {
-            long_document_strategy: match strategy {
-                es_wire::LongDocumentStrategy::Truncate => S::Truncate,
-                es_wire::LongDocumentStrategy::Chunk => S::Chunk,
+        let options = rerank::RerankOptions {
+            long_document_strategy: match options.long_document_strategy {
+                es_wire::LongDocumentStrategy::Truncate => rerank::LongDocumentStrategy::Truncate,
+                es_wire::LongDocumentStrategy::Chunk => rerank::LongDocumentStrategy::Chunk,
             },
-            max_chunks_per_doc: max_chunks_per_doc.unwrap_or(0),
+            max_chunks_per_doc: options.max_chunks_per_doc,
         };
-        b.edge_inference_rerank()
-            .call_score(&mut self.store, query, documents, options)
-            .map_err(CallError::from_wasmtime)?
-            .map_err(|e| task_error!(rerank, e))
+        Ok(g.call_score(&mut self.store, query, documents, options)??)
     }
 
     /// Generates text, handing each chunk to `emit` as the model makes it;
@@ -475,18 +449,16 @@ impl Instance {
     pub fn generate(
         &mut self,
         timeout: Option<Duration>,
-        prompt: Prompt,
+        prompt: es_wire::Prompt,
         options: es_wire::GenerationParams,
         mut emit: impl FnMut(&str) -> bool,
-    ) -> Result<GenerationSummary, CallError> {
-        use completion::exports::edge::inference::completion as wit;
+    ) -> Result<es_wire::GenerationEnd, CallError> {
         self.begin(timeout);
         let Self { store, task, .. } = self;
-        let Task::Completion(b) = task else {
+        let Task::Completion(guest) = task else {
             return Err(wrong_task("completion"));
         };
-        let guest = b.edge_inference_completion();
-        let options = wit::GenerationOptions {
+        let options = completion::GenerationOptions {
             max_tokens: options.max_tokens,
             temperature: options.temperature,
             top_p: options.top_p,
@@ -494,41 +466,28 @@ impl Instance {
             stop: options.stop,
         };
         let started = match prompt {
-            Prompt::Text(p) => guest.call_complete(&mut *store, &p, &options),
-            Prompt::Chat(messages) => {
-                let messages: Vec<wit::ChatMessage> = messages
+            es_wire::Prompt::Text(p) => guest.call_complete(&mut *store, &p, &options),
+            es_wire::Prompt::Chat(messages) => {
+                let messages: Vec<completion::ChatMessage> = messages
                     .into_iter()
-                    .map(|(role, content)| wit::ChatMessage { role, content })
+                    .map(|(role, content)| completion::ChatMessage { role, content })
                     .collect();
                 guest.call_chat(&mut *store, &messages, &options)
             }
-        }
-        .map_err(CallError::from_wasmtime)?
-        .map_err(|e| task_error!(completion, e))?;
+        }??;
         let generation = guest.generation();
-        loop {
-            let chunk = generation
-                .call_next_chunk(&mut *store, started)
-                .map_err(CallError::from_wasmtime)?
-                .map_err(|e| task_error!(completion, e))?;
-            match chunk {
-                Some(text) if emit(&text) => {}
-                _ => break,
+        while let Some(text) = generation.call_next_chunk(&mut *store, started)?? {
+            if !emit(&text) {
+                break;
             }
         }
-        let reason = generation
-            .call_finish_reason(&mut *store, started)
-            .map_err(CallError::from_wasmtime)?;
-        let usage = generation
-            .call_usage(&mut *store, started)
-            .map_err(CallError::from_wasmtime)?;
-        started
-            .resource_drop(&mut *store)
-            .map_err(CallError::from_wasmtime)?;
-        Ok(GenerationSummary {
+        let reason = generation.call_finish_reason(&mut *store, started)?;
+        let usage = generation.call_usage(&mut *store, started)?;
+        started.resource_drop(&mut *store)?;
+        Ok(es_wire::GenerationEnd {
             finish_reason: reason.map(|r| match r {
-                wit::FinishReason::Stop => "stop",
-                wit::FinishReason::Length => "length",
+                completion::FinishReason::Stop => "stop",
+                completion::FinishReason::Length => "length",
             }),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
@@ -537,27 +496,17 @@ impl Instance {
 
     pub fn kernels(&mut self) -> Result<KernelReport, CallError> {
         self.begin(Some(Duration::from_secs(5)));
-        macro_rules! report {
-            ($r:expr) => {{
-                let r = $r.map_err(CallError::from_wasmtime)?;
-                KernelReport {
-                    isa: r.isa,
-                    matmul_kernels: r.matmul_kernels,
-                    tiers: r.tiers,
-                }
-            }};
-        }
-        Ok(match &self.task {
-            Task::TextEmbedding(b) => report!(b
-                .edge_inference_text_embedding()
-                .call_kernels(&mut self.store)),
-            Task::SparseEmbedding(b) => report!(b
-                .edge_inference_sparse_embedding()
-                .call_kernels(&mut self.store)),
-            Task::Rerank(b) => report!(b.edge_inference_rerank().call_kernels(&mut self.store)),
-            Task::Completion(b) => {
-                report!(b.edge_inference_completion().call_kernels(&mut self.store))
-            }
+        let store = &mut self.store;
+        let r = match &self.task {
+            Task::TextEmbedding(g) => g.call_kernels(store),
+            Task::SparseEmbedding(g) => g.call_kernels(store),
+            Task::Rerank(g) => g.call_kernels(store),
+            Task::Completion(g) => g.call_kernels(store),
+        }?;
+        Ok(KernelReport {
+            isa: r.isa,
+            matmul_kernels: r.matmul_kernels,
+            tiers: r.tiers,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! directory. Every write is one ACID transaction, durable once acknowledged.
 
 use anyhow::{Context, Result};
-use es_wire::Endpoint;
+use es_wire::{Endpoint, EsError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
@@ -103,6 +103,31 @@ impl EndpointStore {
         txn.commit()?;
         Ok(existed)
     }
+}
+
+/// The request core's view. redb's transactions are short and local, so
+/// they run inline rather than on a blocking thread.
+impl es_wire::EndpointStore for EndpointStore {
+    async fn get(&self, id: &str) -> Result<Option<Endpoint>, EsError> {
+        EndpointStore::get(self, id).map_err(internal)
+    }
+    async fn list(&self) -> Result<Vec<Endpoint>, EsError> {
+        EndpointStore::list(self).map_err(internal)
+    }
+    async fn create(&self, endpoint: &Endpoint) -> Result<bool, EsError> {
+        EndpointStore::create(self, endpoint).map_err(internal)
+    }
+    async fn replace(&self, endpoint: &Endpoint) -> Result<(), EsError> {
+        EndpointStore::replace(self, endpoint).map_err(internal)
+    }
+    async fn delete(&self, id: &str) -> Result<(), EsError> {
+        EndpointStore::delete(self, id).map(drop).map_err(internal)
+    }
+}
+
+fn internal(e: anyhow::Error) -> EsError {
+    tracing::error!(error = %format!("{e:#}"), "endpoint store failed");
+    EsError::internal(format!("{e:#}"))
 }
 
 fn decode(bytes: &[u8]) -> Result<Endpoint> {

@@ -344,6 +344,19 @@ pub fn a_request_past_its_timeout_answers_408_and_the_endpoint_recovers(kind: Ki
     assert_eq!(status, 200);
 }
 
+/// `_stream` honours `?timeout` as perform-inference does: past it before the
+/// first token, the answer is an ordinary 408.
+pub fn a_stream_past_its_timeout_answers_408(kind: Kind) {
+    let s = server(kind);
+    let (status, envelope) = body(s.post(
+        &format!("{COMPLETION}/_stream?timeout=1ms"),
+        &json!({"input": FRANCE}),
+    ));
+    assert_eq!(status, 408, "{envelope}");
+    assert_eq!(error_type(&envelope), "status_exception");
+    assert_eq!(envelope["error"]["reason"], "Request timed out after [1ms]");
+}
+
 pub fn cluster_info_services_and_vendor_media_types(kind: Kind) {
     let s = server(kind);
     let (status, info) = body(s.get("/"));

@@ -1,10 +1,12 @@
 //! Spawns the real server binary for end-to-end tests and benchmarks: the
-//! native host, or the composed Spin app in its test host ([`Kind`]).
+//! native host, the composed Spin app in its test host, or `spin up` of the
+//! repository's `spin.toml` with a real Spin CLI ([`Kind`]).
 //!
 //! Paths come from the environment `cargo xtask test` sets
 //! (`INFERENCE_HOST_BIN`, `INFERENCE_COMPONENTS`, `INFERENCE_MODEL_CACHE`,
 //! `INFERENCE_SPIN_HOST_BIN`, `INFERENCE_SPIN_APP`), else from the target
-//! directory this test binary runs from.
+//! directory this test binary runs from. The Spin CLI is `SPIN_BIN`; without
+//! it, the cases for [`Kind::SpinCli`] say so and pass over.
 
 pub mod cases;
 
@@ -50,11 +52,13 @@ pub fn components_dir() -> PathBuf {
     })
 }
 
-pub fn model_cache() -> PathBuf {
-    env_path("INFERENCE_MODEL_CACHE", || {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
-            .join(".cache/edge-inference/models")
-    })
+pub use es_wire::model_cache;
+
+/// The Spin CLI (`SPIN_BIN`), when given.
+pub fn spin_bin() -> Option<PathBuf> {
+    std::env::var_os("SPIN_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The browser demo bundle `cargo xtask browser` assembles:
@@ -89,12 +93,16 @@ pub fn spin_app() -> PathBuf {
     })
 }
 
-/// Which server answers: the native host, or the Spin app (composed router
-/// and task components) in the wasmtime test host.
+/// Which server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// The native host.
     Native,
+    /// The Spin app (router and task components composed ahead of time) in
+    /// the wasmtime test host.
     Spin,
+    /// `spin up` of the repository's `spin.toml`, with the CLI `SPIN_BIN`.
+    SpinCli,
 }
 
 /// Compiled components are cached across test servers (compiling takes tens
@@ -245,8 +253,10 @@ fn spawn(
     args: &[String],
     log: Option<&Path>,
 ) -> Result<(Child, String)> {
-    if kind == Kind::Spin {
-        return spawn_spin(data_dir, args);
+    match kind {
+        Kind::Spin => return spawn_spin(data_dir, args),
+        Kind::SpinCli => return spawn_spin_cli(data_dir),
+        Kind::Native => {}
     }
     let bin = host_bin();
     if !bin.exists() {
@@ -324,6 +334,58 @@ fn spawn_spin(data_dir: &Path, args: &[String]) -> Result<(Child, String)> {
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     first_line_url(child)
+}
+
+/// `spin up` of the repository's `spin.toml`, as written, from a copy in the
+/// data directory beside links to the build (`target`) and the model cache
+/// (`spin-models`), the two paths the manifest names. Spin keeps its
+/// key-value store in the data directory, so a restart keeps the endpoints.
+fn spawn_spin_cli(data_dir: &Path) -> Result<(Child, String)> {
+    let bin = spin_bin().context("SPIN_BIN is not set: no Spin CLI to run")?;
+    if !bin.exists() {
+        bail!("SPIN_BIN is {}, which does not exist", bin.display());
+    }
+    let app = data_dir.join("spin-app");
+    std::fs::create_dir_all(&app)?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(repo.join("spin.toml"), app.join("spin.toml"))?;
+    for (link, to) in [("target", target_dir()), ("spin-models", model_cache())] {
+        if !app.join(link).exists() {
+            std::os::unix::fs::symlink(to, app.join(link))?;
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(&bin)
+        .arg("up")
+        .arg("--from")
+        .arg(app.join("spin.toml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Mount the model cache as it is instead of copying gigabytes.
+        // Direct mounts resolve against the working directory.
+        .arg("--direct-mounts")
+        .current_dir(&app)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    // Spin composes and compiles the app before it listens (minutes the first
+    // time; its cache makes later starts quick).
+    let client = client();
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        if let Some(status) = child.try_wait()? {
+            bail!("spin up exited with {status} before serving");
+        }
+        if client.get(&url).send().is_ok() {
+            return Ok((child, url));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    bail!("spin up did not serve {url} within 10 minutes")
 }
 
 /// Waits for the `listening on URL` line a server prints first.

@@ -2,16 +2,11 @@
 //! Server-Sent Events, limits, and a client that goes away.
 
 use e2e_tests::cases::{events, COMPLETION, FRANCE};
-use e2e_tests::{cases, error_type, json, Kind, Server, Value};
+use e2e_tests::{error_type, json, Server, Value};
 use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 const CHAT: &str = "/_inference/chat_completion/.smollm2-135m-instruct-chat_completion/_stream";
-
-#[test]
-fn completion_answers_and_streams_the_same_text() {
-    cases::completion_answers_and_streams_the_same_text(Kind::Native);
-}
 
 #[test]
 fn chat_completion_streams_openai_chunks_and_stops_when_the_client_leaves() {

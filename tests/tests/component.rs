@@ -111,8 +111,7 @@ fn rerank_component_equals_native_core() {
                 None,
                 "where is the eiffel tower",
                 &documents,
-                es_wire::LongDocumentStrategy::Truncate,
-                None,
+                es_wire::RerankOptions::default(),
             )
             .map_err(|e| format!("{e:?}"))
             .unwrap();

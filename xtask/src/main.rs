@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use es_wire::TaskType;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -47,15 +48,10 @@ enum Cmd {
 /// The wasm-bindgen CLI must match the `wasm-bindgen` crate exactly.
 const WASM_BINDGEN_VERSION: &str = "0.2.130";
 
-/// The task components, with the crate that builds each.
-const COMPONENTS: [(&str, &str); 4] = [
-    ("text-embedding", "text_embedding"),
-    ("sparse-embedding", "sparse_embedding"),
-    ("rerank", "rerank"),
-    ("completion", "completion"),
-];
-/// Components built only for the tests.
-const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_component")];
+/// The task components' crates, in the order of `es_wire::COMPONENT_FILES`.
+const COMPONENTS: [&str; 4] = ["text-embedding", "sparse-embedding", "rerank", "completion"];
+/// Components built only for the tests: (crate, file).
+const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_component.wasm")];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -171,20 +167,21 @@ fn test(target: &Path) -> Result<()> {
     })
 }
 
-/// The task components the Spin app runs pre-initialised: (component,
-/// interface whose `load` runs, model).
-const SPIN_PREINIT: [(&str, &str, &str); 3] = [
+/// The task components the Spin app runs pre-initialised, each holding the
+/// model of the task's preconfigured endpoint: (component, interface whose
+/// `load` runs, task).
+const SPIN_PREINIT: [(&str, &str, TaskType); 3] = [
     (
-        "text_embedding",
-        "edge:inference/text-embedding@0.1.0",
-        "all-minilm-l6-v2",
+        "text_embedding.wasm",
+        "edge:text-embedding/text-embedding@0.1.0",
+        TaskType::TextEmbedding,
     ),
     (
-        "sparse_embedding",
-        "edge:inference/sparse-embedding@0.1.0",
-        "splade-tiny",
+        "sparse_embedding.wasm",
+        "edge:sparse-embedding/sparse-embedding@0.1.0",
+        TaskType::SparseEmbedding,
     ),
-    ("rerank", "edge:inference/rerank@0.1.0", "all-minilm-l6-v2"),
+    ("rerank.wasm", "edge:rerank/rerank@0.1.0", TaskType::Rerank),
 ];
 
 /// The Spin app for hosts without the Spin CLI: the router component, the
@@ -205,9 +202,13 @@ fn spin(target: &Path) -> Result<()> {
         // An instance per request must not load its model per request: each
         // snapshot starts with the preconfigured endpoint's model loaded and
         // optimised. SmolLM2 is left out: its snapshot would be 1.3 GB.
-        for (file, interface, model) in SPIN_PREINIT {
-            let out = target.join(format!("spin/preinit/{file}.wasm"));
-            let input = target.join(format!("wasm32-wasip2/release/{file}.wasm"));
+        for (file, interface, task) in SPIN_PREINIT {
+            let (_, _, model) = es_wire::PRECONFIGURED
+                .into_iter()
+                .find(|(_, t, _)| *t == task)
+                .expect("every pre-initialised task has a preconfigured endpoint");
+            let out = target.join("spin/preinit").join(file);
+            let input = target.join("wasm32-wasip2/release").join(file);
             let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
             if matches!((modified(&out), modified(&input)), (Some(o), Some(i)) if o > i) {
                 continue;
@@ -244,7 +245,10 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         }
         run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
     })?;
-    let mut components: Vec<(&str, &str)> = COMPONENTS.to_vec();
+    let mut components: Vec<(&str, &str)> = COMPONENTS
+        .into_iter()
+        .zip(es_wire::COMPONENT_FILES)
+        .collect();
     if with_test_components {
         components.extend(TEST_COMPONENTS);
     }
@@ -258,8 +262,8 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         let out = target.join("components");
         std::fs::create_dir_all(&out)?;
         for (_, file) in &components {
-            let built = target.join(format!("wasm32-wasip2/release/{file}.wasm"));
-            copy_if_changed(&built, &out.join(format!("{file}.wasm")))?;
+            let built = target.join("wasm32-wasip2/release").join(file);
+            copy_if_changed(&built, &out.join(file))?;
         }
         Ok(())
     })?;
@@ -378,13 +382,7 @@ fn test_venv() -> Result<PathBuf> {
     Ok(venv)
 }
 
-fn model_cache() -> PathBuf {
-    match std::env::var_os("INFERENCE_MODEL_CACHE") {
-        Some(dir) => dir.into(),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
-            .join(".cache/edge-inference/models"),
-    }
-}
+use es_wire::model_cache;
 
 fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin/python")

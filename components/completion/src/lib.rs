@@ -2,10 +2,15 @@
 //! `ml_core::Generator`. A `generation` resource yields text as the model
 //! makes it, so the host can stream it and stop at any point.
 
-wit_bindgen::generate!({ path: "../../wit", world: "completion-task" });
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "completion-task",
+    // The task interface and its types live in packages under wit/deps.
+    generate_all,
+});
 
-use edge::inference::types::{Error, KernelReport, ModelInfo};
-use exports::edge::inference::completion::{
+use edge::inference_types::types::{Error, KernelReport, ModelInfo};
+use exports::edge::completion::completion::{
     ChatMessage, FinishReason, Generation, GenerationOptions, Guest, GuestGeneration, Usage,
 };
 use std::cell::RefCell;

@@ -29,13 +29,3 @@ pub enum InputType {
     Classification,
     Clustering,
 }
-
-/// Where `python3 models/fetch.py` puts converted models:
-/// `$INFERENCE_MODEL_CACHE`, else `~/.cache/edge-inference/models`.
-pub fn default_model_cache() -> std::path::PathBuf {
-    if let Some(dir) = std::env::var_os("INFERENCE_MODEL_CACHE") {
-        return dir.into();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-    std::path::Path::new(&home).join(".cache/edge-inference/models")
-}

@@ -1,8 +1,9 @@
 //! Generation with the converted SmolLM2-135M-Instruct, on the real model.
 //! Run `python3 models/fetch.py` first; each token costs ~70 ms natively.
 
+use es_wire::model_cache as default_model_cache;
 use ml_core::generation::DEFAULT_SEED;
-use ml_core::{default_model_cache, FinishReason, GenerationOptions, Generator};
+use ml_core::{FinishReason, GenerationOptions, Generator};
 use std::sync::OnceLock;
 
 const MODEL: &str = "smollm2-135m-instruct";

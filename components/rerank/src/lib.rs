@@ -1,10 +1,15 @@
 //! The rerank task component: a thin WIT adapter over `ml_core::Reranker`
 //! (a cross-encoder or a bi-encoder, as the model's metadata says).
 
-wit_bindgen::generate!({ path: "../../wit", world: "rerank-task" });
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "rerank-task",
+    // The task interface and its types live in packages under wit/deps.
+    generate_all,
+});
 
-use edge::inference::types::{Error, KernelReport, ModelInfo};
-use exports::edge::inference::rerank::{Guest, LongDocumentStrategy, RerankOptions};
+use edge::inference_types::types::{Error, KernelReport, ModelInfo};
+use exports::edge::rerank::rerank::{Guest, LongDocumentStrategy, RerankOptions};
 
 /// The instance's model: the host calls `load` once after instantiating.
 static MODEL: ml_core::ModelSlot<ml_core::Reranker> = ml_core::ModelSlot::new();
@@ -38,9 +43,7 @@ impl Guest for Component {
                 LongDocumentStrategy::Truncate => ml_core::LongDocumentStrategy::Truncate,
                 LongDocumentStrategy::Chunk => ml_core::LongDocumentStrategy::Chunk,
             },
-            // 0 means no limit: WIT has no optional in this record.
-            max_chunks_per_doc: (options.max_chunks_per_doc > 0)
-                .then_some(options.max_chunks_per_doc as usize),
+            max_chunks_per_doc: options.max_chunks_per_doc.map(|n| n as usize),
         };
         model
             .score(&query, &documents, &options)

@@ -1,9 +1,14 @@
 //! The sparse-embedding task component: a thin WIT adapter over `ml_core::SparseEmbedder`.
 
-wit_bindgen::generate!({ path: "../../wit", world: "sparse-embedding-task" });
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "sparse-embedding-task",
+    // The task interface and its types live in packages under wit/deps.
+    generate_all,
+});
 
-use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
-use exports::edge::inference::sparse_embedding::{Guest, SparseEmbedding};
+use edge::inference_types::types::{Error, InputType, KernelReport, ModelInfo};
+use exports::edge::sparse_embedding::sparse_embedding::{Guest, SparseEmbedding};
 
 /// The instance's model: the host calls `load` once after instantiating.
 static MODEL: ml_core::ModelSlot<ml_core::SparseEmbedder> = ml_core::ModelSlot::new();

@@ -1,9 +1,14 @@
 //! The text-embedding task component: a thin WIT adapter over `ml_core::TextEmbedder`.
 
-wit_bindgen::generate!({ path: "../../wit", world: "text-embedding-task" });
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "text-embedding-task",
+    // The task interface and its types live in packages under wit/deps.
+    generate_all,
+});
 
-use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
-use exports::edge::inference::text_embedding::{Embedding, Guest};
+use edge::inference_types::types::{Error, InputType, KernelReport, ModelInfo};
+use exports::edge::text_embedding::text_embedding::{Embedding, Guest};
 
 /// One model per instance: the host instantiates a component per endpoint
 /// allocation and calls `load` once.

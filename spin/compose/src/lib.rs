@@ -11,12 +11,11 @@ use wac_graph::{types::Package, CompositionGraph, EncodeOptions};
 use wasmparser::Payload;
 
 /// The task components, by the file name `cargo build` gives each.
-pub const TASKS: [&str; 4] = [
-    "text_embedding.wasm",
-    "sparse_embedding.wasm",
-    "rerank.wasm",
-    "completion.wasm",
-];
+pub const TASKS: [&str; 4] = es_wire::COMPONENT_FILES;
+
+/// The interface of the records the tasks share: type definitions only (no
+/// function, nothing a host provides), which composition leaves imported.
+pub const TYPES_INTERFACE: &str = "edge:inference-types/types@0.1.0";
 
 /// Plugs `tasks` into `router` and encodes the composed component.
 pub fn compose(router: &Path, tasks: &[PathBuf]) -> Result<Vec<u8>> {

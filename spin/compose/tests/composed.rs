@@ -24,10 +24,7 @@ fn composed_app_imports_only_wasi_and_spin_and_exports_the_handler() {
     for name in &imports {
         assert!(
             name.starts_with("wasi:")
-                // Type definitions only (records, variants): no function,
-                // nothing a host provides. wac leaves the shared `types`
-                // interface imported.
-                || name == "edge:inference/types@0.1.0"
+                || name == spin_compose::TYPES_INTERFACE
                 || name == "spin:key-value/key-value@3.0.0"
                 || name == "spin:variables/variables@3.0.0",
             "unexpected import {name}"

@@ -51,7 +51,7 @@ fn every_dependency_is_a_router_import_and_a_task_component() {
         .0
         .into_iter()
         .filter(|n| !n.starts_with("wasi:") && !n.starts_with("spin:"))
-        .filter(|n| n != "edge:inference/types@0.1.0")
+        .filter(|n| n != spin_compose::TYPES_INTERFACE)
         .collect();
     let keys: BTreeSet<String> = deps.keys().cloned().collect();
     assert_eq!(

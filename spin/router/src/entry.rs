@@ -1,11 +1,10 @@
-//! The `wasi:http/handler@0.3.0` export: turns a Spin request into an
-//! [`Incoming`], and a [`Reply`] into a response (streamed for SSE).
+//! The `wasi:http/handler@0.3.0` export: a Spin request in, es-wire's
+//! [`Service`] in between, its [`Reply`] out (streamed for SSE).
 
-use crate::app::{App, Incoming, Reply, StreamPlan};
 use crate::store::SpinKv;
-use crate::tasks;
+use crate::tasks::{Generation, Tasks};
 use bytes::Bytes;
-use es_wire::{EsError, Limits, SseFrames, Usage};
+use es_wire::{EsError, Limits, Reply, ReplyBody, Service};
 use futures::SinkExt;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{box_body, BoxBody, FullBody, Request};
@@ -22,28 +21,49 @@ async fn setting<T: std::str::FromStr>(name: &str, default: T) -> Result<T, EsEr
     }
 }
 
-async fn limits() -> Result<Limits, EsError> {
+/// The service for one request, from the variables, the store and the
+/// mounted models.
+async fn service() -> Result<Service<SpinKv, Tasks>, EsError> {
     let d = Limits::default();
-    Ok(Limits {
+    let limits = Limits {
         max_body_bytes: setting("max_body_bytes", d.max_body_bytes).await?,
         max_inputs: setting("max_inputs", d.max_inputs).await?,
         max_input_chars: setting("max_input_chars", d.max_input_chars).await?,
+    };
+    let installed = es_wire::scan_models(std::path::Path::new(crate::MODELS_DIR));
+    let catalog = es_wire::Catalog::new(installed.iter().map(|m| m.info()).collect());
+    Ok(Service {
+        store: SpinKv::open(&setting("kv_store", "default".to_string()).await?).await?,
+        backend: Tasks {
+            models_dir: crate::MODELS_DIR.to_string(),
+        },
+        preconfigured: es_wire::preconfigured_endpoints(&catalog, 1),
+        catalog,
+        limits,
+        node_name: setting("node_name", "edge-inference-spin".to_string()).await?,
     })
+}
+
+/// The request body, read once a route asks for it.
+struct Body<B>(B);
+
+impl<B: IncomingBodyExt> es_wire::RequestBody for Body<B> {
+    async fn read(self, limit: usize) -> Result<Vec<u8>, EsError> {
+        let bytes = self
+            .0
+            .bytes()
+            .await
+            .map_err(|e| EsError::internal(format!("reading the request body: {e:?}")))?;
+        bytes.to_vec().read(limit).await
+    }
 }
 
 #[http_service]
 async fn handle(request: Request) -> http::Response<BoxBody> {
-    let path = request.uri().path().to_string();
-    let pretty = es_wire::wants_pretty(request.uri().query());
-    let reply = match serve(request).await {
-        Ok(reply) => reply,
-        Err(e) => Reply::error(&e, pretty),
+    let service = match service().await {
+        Ok(service) => service,
+        Err(e) => return error(&e),
     };
-    respond(reply, &path)
-}
-
-async fn serve(request: Request) -> Result<Reply, EsError> {
-    let limits = limits().await?;
     let header = |name: http::header::HeaderName| {
         request
             .headers()
@@ -51,130 +71,50 @@ async fn serve(request: Request) -> Result<Reply, EsError> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    if let Some(len) = header(http::header::CONTENT_LENGTH).and_then(|v| v.parse::<usize>().ok()) {
-        limits.check_body_len(len)?;
-    }
-    let incoming = Incoming {
+    let incoming = es_wire::Request {
         method: request.method().as_str().to_string(),
         path: request.uri().path().to_string(),
         query: request.uri().query().map(str::to_string),
         accept: header(http::header::ACCEPT),
         content_type: header(http::header::CONTENT_TYPE),
-        body: Vec::new(),
+        content_length: header(http::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        body: Body(request.into_body()),
     };
-    let body = request
-        .into_body()
-        .bytes()
-        .await
-        .map_err(|e| EsError::internal(format!("reading the request body: {e:?}")))?;
-    let incoming = Incoming {
-        body: body.to_vec(),
-        ..incoming
-    };
-    let app = App {
-        store: SpinKv::open(&setting("kv_store", "default".to_string()).await?)
-            .await
-            .map_err(EsError::internal)?,
-        catalog: crate::app::scan_models(crate::MODELS_DIR),
-        preconfigured: Vec::new(),
-        limits,
-        models_dir: crate::MODELS_DIR.to_string(),
-        node_name: setting("node_name", "edge-inference-spin".to_string()).await?,
-    };
-    let app = App {
-        preconfigured: es_wire::preconfigured_endpoints(&app.catalog, 1),
-        ..app
-    };
-    Ok(app.handle(incoming).await)
+    respond(service.handle(incoming).await)
 }
 
-fn with_product_header(builder: http::response::Builder) -> http::response::Builder {
-    builder.header(es_wire::PRODUCT_HEADER.0, es_wire::PRODUCT_HEADER.1)
-}
-
-fn respond(reply: Reply, path: &str) -> http::Response<BoxBody> {
-    match reply {
-        Reply::Json {
-            status,
-            body,
-            content_type,
-            pretty,
-        } => {
-            let mut builder = with_product_header(http::Response::builder().status(status))
-                .header(http::header::CONTENT_TYPE, content_type);
-            if status == 405 {
-                builder = builder.header(
-                    http::header::ALLOW,
-                    es_wire::allowed_methods(path).join(","),
-                );
-            }
-            builder
-                .body(box_body(FullBody::new(Bytes::from(Reply::json_bytes(
-                    &body, pretty,
-                )))))
-                .expect("valid response")
-        }
-        Reply::Empty { status, allow } => {
-            let mut builder = with_product_header(http::Response::builder().status(status));
-            if let Some(allow) = allow {
-                builder = builder.header(http::header::ALLOW, allow);
-            }
-            builder
-                .body(box_body(FullBody::new(Bytes::new())))
-                .expect("valid response")
-        }
-        Reply::Stream(plan) => stream(plan),
+fn respond(reply: Reply<Generation>) -> http::Response<BoxBody> {
+    let mut builder = http::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        builder = builder.header(*name, value);
     }
-}
-
-/// Streams the generation: each chunk is pulled from the completion
-/// component and sent as soon as it exists. A client that goes away closes
-/// the channel, which stops the generation at its next chunk.
-fn stream(plan: StreamPlan) -> http::Response<BoxBody> {
-    let (mut tx, body) = spin_sdk::http::body::stream::<String>();
-    let StreamPlan {
-        task,
-        model_id,
-        generation,
-        first,
-    } = plan;
-    spin_sdk::wasip3::spawn(async move {
-        let mut frames = SseFrames::new(task, model_id, chat_id());
-        let mut next = Ok(first);
-        loop {
-            let frame = match next {
-                Ok(Some(chunk)) => frames.chunk(&chunk),
-                Ok(None) => {
-                    let (reason, prompt, completion) = tasks::summary(&generation);
-                    let usage = Usage {
-                        prompt_tokens: prompt,
-                        completion_tokens: completion,
-                        total_tokens: prompt + completion,
-                    };
-                    let _ = tx.send(frames.done(reason, usage)).await;
-                    break;
+    let body = match reply.body {
+        ReplyBody::Full(bytes) => box_body(FullBody::new(Bytes::from(bytes))),
+        ReplyBody::Events(mut events) => {
+            // Each frame is sent as soon as its chunk exists. A client that
+            // goes away closes the channel, which stops the generation.
+            let (mut tx, body) = spin_sdk::http::body::stream::<String>();
+            spin_sdk::wasip3::spawn(async move {
+                while let Some(frame) = events.next().await {
+                    if tx.send(frame).await.is_err() {
+                        break;
+                    }
                 }
-                Err(e) => {
-                    let _ = tx.send(frames.error(&e)).await;
-                    break;
-                }
-            };
-            if tx.send(frame).await.is_err() {
-                break;
-            }
-            next = tasks::next_chunk(&generation);
+            });
+            box_body(body)
         }
-    });
-    with_product_header(http::Response::builder().status(200))
-        .header(http::header::CONTENT_TYPE, "text/event-stream")
-        .header(http::header::CACHE_CONTROL, "no-cache")
-        .body(box_body(body))
-        .expect("valid response")
+    };
+    builder.body(body).expect("valid response")
 }
 
-fn chat_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("chatcmpl-{nanos:x}")
+/// An error before the service exists (a bad variable, no store).
+fn error(e: &EsError) -> http::Response<BoxBody> {
+    http::Response::builder()
+        .status(e.status)
+        .header(es_wire::PRODUCT_HEADER.0, es_wire::PRODUCT_HEADER.1)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(box_body(FullBody::new(Bytes::from(
+            e.to_json().to_string(),
+        ))))
+        .expect("valid response")
 }

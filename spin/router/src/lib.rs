@@ -1,14 +1,14 @@
 //! The Spin app's HTTP router: the Elasticsearch inference API (`/_inference`,
 //! `GET /`) over the task components, which Spin wires to this component's
-//! imports as component dependencies. Endpoint definitions live in Spin's
-//! key-value store, settings come from Spin variables, and the model files
-//! are mounted on this component (the task components inherit them).
+//! imports as component dependencies. The request path itself is es-wire's
+//! [`es_wire::Service`]; this crate only adapts it to Spin: endpoint
+//! definitions in Spin's key-value store ([`store`]), tasks through the
+//! imports ([`tasks`]), settings from Spin variables, and HTTP in and out.
 //!
 //! Spin instantiates the app per request, so the router keeps no state
 //! between requests; everything it knows is in the store, the variables and
 //! the mounted files.
 
-pub mod app;
 pub mod store;
 pub mod tasks;
 

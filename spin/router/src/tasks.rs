@@ -1,6 +1,7 @@
-//! Calls into the task components, which the Spin app wires to these imports
-//! (component dependencies). Every call is synchronous; a long batch is cut
-//! into slices so a request's `timeout` is checked between them.
+//! The router's task backend: the task components Spin plugs into this
+//! component's imports (component dependencies). Every call is synchronous;
+//! a long batch is cut into slices so the request's deadline is checked
+//! between them.
 
 spin_sdk::wit_bindgen::generate!({
     path: "../../wit",
@@ -9,194 +10,182 @@ spin_sdk::wit_bindgen::generate!({
     generate_all,
 });
 
-use edge::inference::types::{Error as TaskError, InputType as WitInputType, ModelInfo};
-use edge::inference::{completion, rerank, sparse_embedding, text_embedding};
-use es_wire::{EsError, InputType, LongDocumentStrategy};
-use std::time::{Duration, Instant};
-
-pub use completion::Generation;
+use edge::completion::completion;
+use edge::inference_types::types::{Error as WitError, InputType as WitInputType, ModelInfo};
+use edge::rerank::rerank;
+use edge::sparse_embedding::sparse_embedding;
+use edge::text_embedding::text_embedding;
+use es_wire::{
+    Answer, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, InputType,
+    LongDocumentStrategy, Prompt, SparseEmbedding, Task, TaskError,
+};
 
 /// Inputs per call into a task, so a deadline is noticed within one slice.
 const SLICE: usize = 16;
 
-fn task_error(e: TaskError) -> EsError {
-    match e {
-        TaskError::InvalidInput(m) => EsError::illegal_argument(m),
-        TaskError::Model(m) => EsError::internal(format!("model error: {m}")),
-        TaskError::Inference(m) => EsError::internal(format!("inference failed: {m}")),
-    }
-}
-
-/// A request's deadline: when it started and how long it may take.
-#[derive(Clone, Copy)]
-pub struct Deadline {
-    pub start: Instant,
-    pub timeout: Option<Duration>,
-}
-
-impl Deadline {
-    pub fn check(&self) -> Result<(), EsError> {
-        match self.timeout {
-            Some(t) if self.start.elapsed() > t => Err(EsError::timed_out(t)),
-            _ => Ok(()),
+impl From<WitError> for TaskError {
+    fn from(e: WitError) -> Self {
+        match e {
+            WitError::InvalidInput(m) => TaskError::InvalidInput(m),
+            WitError::Model(m) => TaskError::Model(m),
+            WitError::Inference(m) => TaskError::Inference(m),
         }
     }
 }
 
-/// The instance's task component must hold `model_id`: a component loads one
-/// model per instance (and a pre-initialised one comes with it loaded).
-fn check_loaded(
-    info: Result<ModelInfo, TaskError>,
-    model_id: &str,
-    task: &str,
-) -> Result<(), EsError> {
-    let info = info.map_err(task_error)?;
-    if info.model_id != model_id {
-        return Err(EsError::internal(format!(
-            "the {task} component of this app holds model [{}], not [{model_id}]",
-            info.model_id
-        )));
-    }
-    Ok(())
+fn task_error(e: WitError) -> EsError {
+    TaskError::from(e).into()
 }
 
-fn model_dir(models_dir: &str, model_id: &str) -> String {
-    format!("{models_dir}/{model_id}")
-}
-
-fn wit_input_type(t: InputType) -> WitInputType {
-    match t {
-        InputType::Search => WitInputType::Search,
-        InputType::Ingest => WitInputType::Ingest,
-        InputType::Classification => WitInputType::Classification,
-        InputType::Clustering => WitInputType::Clustering,
-    }
-}
-
-pub fn embed(
-    models_dir: &str,
-    model_id: &str,
-    inputs: &[String],
-    input_type: Option<InputType>,
-    deadline: Deadline,
-) -> Result<Vec<Vec<f32>>, EsError> {
-    check_loaded(
-        text_embedding::load(&model_dir(models_dir, model_id)),
-        model_id,
-        "text-embedding",
-    )?;
-    let mut out = Vec::with_capacity(inputs.len());
-    for slice in inputs.chunks(SLICE) {
-        deadline.check()?;
-        let embeddings =
-            text_embedding::embed(slice, input_type.map(wit_input_type)).map_err(task_error)?;
-        out.extend(embeddings.into_iter().map(|e| e.values));
-    }
-    deadline.check()?;
-    Ok(out)
-}
-
-pub fn sparse_embed(
-    models_dir: &str,
-    model_id: &str,
-    inputs: &[String],
-    input_type: Option<InputType>,
-    deadline: Deadline,
-) -> Result<Vec<(bool, Vec<(String, f32)>)>, EsError> {
-    check_loaded(
-        sparse_embedding::load(&model_dir(models_dir, model_id)),
-        model_id,
-        "sparse-embedding",
-    )?;
-    let mut out = Vec::with_capacity(inputs.len());
-    for slice in inputs.chunks(SLICE) {
-        deadline.check()?;
-        let embeddings =
-            sparse_embedding::embed(slice, input_type.map(wit_input_type)).map_err(task_error)?;
-        out.extend(embeddings.into_iter().map(|e| (e.truncated, e.tokens)));
-    }
-    deadline.check()?;
-    Ok(out)
-}
-
-pub fn rerank(
-    models_dir: &str,
-    model_id: &str,
-    query: &str,
-    documents: &[String],
-    strategy: LongDocumentStrategy,
-    max_chunks: Option<u32>,
-    deadline: Deadline,
-) -> Result<Vec<f32>, EsError> {
-    check_loaded(
-        rerank::load(&model_dir(models_dir, model_id)),
-        model_id,
-        "rerank",
-    )?;
-    let options = rerank::RerankOptions {
-        long_document_strategy: match strategy {
-            LongDocumentStrategy::Truncate => rerank::LongDocumentStrategy::Truncate,
-            LongDocumentStrategy::Chunk => rerank::LongDocumentStrategy::Chunk,
-        },
-        max_chunks_per_doc: max_chunks.unwrap_or(0),
-    };
-    let mut out = Vec::with_capacity(documents.len());
-    for slice in documents.chunks(SLICE) {
-        deadline.check()?;
-        out.extend(rerank::score(query, slice, options).map_err(task_error)?);
-    }
-    deadline.check()?;
-    Ok(out)
-}
-
-/// What to generate from.
-pub enum Prompt {
-    Text(String),
-    Chat(Vec<(String, String)>),
-}
-
-/// Starts one generation; pull its chunks with [`next_chunk`].
-pub fn generate(
-    models_dir: &str,
-    model_id: &str,
-    prompt: Prompt,
-    params: &es_wire::GenerationParams,
-) -> Result<Generation, EsError> {
-    check_loaded(
-        completion::load(&model_dir(models_dir, model_id)),
-        model_id,
-        "completion",
-    )?;
-    let options = completion::GenerationOptions {
-        max_tokens: params.max_tokens,
-        temperature: params.temperature,
-        top_p: params.top_p,
-        seed: params.seed,
-        stop: params.stop.clone(),
-    };
-    match prompt {
-        Prompt::Text(text) => completion::complete(&text, &options),
-        Prompt::Chat(messages) => {
-            let messages: Vec<completion::ChatMessage> = messages
-                .into_iter()
-                .map(|(role, content)| completion::ChatMessage { role, content })
-                .collect();
-            completion::chat(&messages, &options)
+impl From<InputType> for WitInputType {
+    fn from(t: InputType) -> Self {
+        match t {
+            InputType::Search => WitInputType::Search,
+            InputType::Ingest => WitInputType::Ingest,
+            InputType::Classification => WitInputType::Classification,
+            InputType::Clustering => WitInputType::Clustering,
         }
     }
-    .map_err(task_error)
 }
 
-pub fn next_chunk(generation: &Generation) -> Result<Option<String>, EsError> {
-    generation.next_chunk().map_err(task_error)
+/// The task components, with the model directories mounted at `models_dir`.
+pub struct Tasks {
+    pub models_dir: String,
 }
 
-/// (finish reason, prompt tokens, completion tokens) once finished.
-pub fn summary(generation: &Generation) -> (Option<&'static str>, u32, u32) {
-    let usage = generation.usage();
-    let reason = generation.finish_reason().map(|r| match r {
-        completion::FinishReason::Stop => "stop",
-        completion::FinishReason::Length => "length",
-    });
-    (reason, usage.prompt_tokens, usage.completion_tokens)
+impl Tasks {
+    /// `load`s the endpoint's model into its task component: free for a
+    /// pre-initialised component that holds it, a model load otherwise.
+    fn load(
+        &self,
+        load: impl FnOnce(&str) -> Result<ModelInfo, WitError>,
+        endpoint: &Endpoint,
+        task: &str,
+    ) -> Result<(), EsError> {
+        let model_id = &endpoint.service_settings.model_id;
+        let info = load(&format!("{}/{model_id}", self.models_dir)).map_err(task_error)?;
+        if &info.model_id != model_id {
+            return Err(EsError::internal(format!(
+                "the {task} component of this app holds model [{}], not [{model_id}]",
+                info.model_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `call` on slices of `inputs`, checking the deadline between them.
+fn sliced<T>(
+    inputs: &[String],
+    deadline: Deadline,
+    mut call: impl FnMut(&[String]) -> Result<Vec<T>, WitError>,
+) -> Result<Vec<T>, EsError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for slice in inputs.chunks(SLICE) {
+        deadline.check()?;
+        out.extend(call(slice).map_err(task_error)?);
+    }
+    deadline.check()?;
+    Ok(out)
+}
+
+impl Tasks {
+    fn generate(&self, prompt: Prompt, params: GenerationParams) -> Result<Generation, EsError> {
+        let options = completion::GenerationOptions {
+            max_tokens: params.max_tokens,
+            temperature: params.temperature,
+            top_p: params.top_p,
+            seed: params.seed,
+            stop: params.stop,
+        };
+        let generation = match prompt {
+            Prompt::Text(text) => completion::complete(&text, &options),
+            Prompt::Chat(messages) => {
+                let messages: Vec<completion::ChatMessage> = messages
+                    .into_iter()
+                    .map(|(role, content)| completion::ChatMessage { role, content })
+                    .collect();
+                completion::chat(&messages, &options)
+            }
+        };
+        generation.map(Generation).map_err(task_error)
+    }
+}
+
+impl es_wire::Backend for Tasks {
+    type Generation = Generation;
+
+    async fn run(
+        &self,
+        endpoint: &Endpoint,
+        task: Task,
+        deadline: Deadline,
+    ) -> Result<Answer<Generation>, EsError> {
+        Ok(match task {
+            Task::Embed { inputs, input_type } => {
+                self.load(text_embedding::load, endpoint, "text-embedding")?;
+                let t = input_type.map(Into::into);
+                let embeddings = sliced(&inputs, deadline, |s| text_embedding::embed(s, t))?;
+                Answer::Embeddings(embeddings.into_iter().map(|e| e.values).collect())
+            }
+            Task::SparseEmbed { inputs, input_type } => {
+                self.load(sparse_embedding::load, endpoint, "sparse-embedding")?;
+                let t = input_type.map(Into::into);
+                let embeddings = sliced(&inputs, deadline, |s| sparse_embedding::embed(s, t))?;
+                Answer::SparseEmbeddings(
+                    embeddings
+                        .into_iter()
+                        .map(|e| SparseEmbedding {
+                            tokens: e.tokens,
+                            truncated: e.truncated,
+                        })
+                        .collect(),
+                )
+            }
+            Task::Rerank {
+                query,
+                documents,
+                options,
+            } => {
+                self.load(rerank::load, endpoint, "rerank")?;
+                let options = rerank::RerankOptions {
+                    long_document_strategy: match options.long_document_strategy {
+                        LongDocumentStrategy::Truncate => rerank::LongDocumentStrategy::Truncate,
+                        LongDocumentStrategy::Chunk => rerank::LongDocumentStrategy::Chunk,
+                    },
+                    max_chunks_per_doc: options.max_chunks_per_doc,
+                };
+                Answer::Scores(sliced(&documents, deadline, |s| {
+                    rerank::score(&query, s, options)
+                })?)
+            }
+            Task::Generate { prompt, params } => {
+                self.load(completion::load, endpoint, "completion")?;
+                let generation = self.generate(prompt, params)?;
+                deadline.check()?;
+                Answer::Generation(generation)
+            }
+        })
+    }
+}
+
+/// A generation in the completion component, pulled chunk by chunk.
+pub struct Generation(completion::Generation);
+
+impl es_wire::Generation for Generation {
+    async fn next_chunk(&mut self) -> Result<Option<String>, EsError> {
+        self.0.next_chunk().map_err(task_error)
+    }
+
+    fn end(&self) -> GenerationEnd {
+        let usage = self.0.usage();
+        GenerationEnd {
+            finish_reason: self.0.finish_reason().map(|r| match r {
+                completion::FinishReason::Stop => "stop",
+                completion::FinishReason::Length => "length",
+            }),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+        }
+    }
 }

@@ -10,10 +10,15 @@
 //! An answer to `read:` or `env` comes back as an `invalid-input` error whose
 //! message the test reads.
 
-wit_bindgen::generate!({ path: "../../wit", world: "text-embedding-task" });
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "text-embedding-task",
+    // The task interface and its types live in packages under wit/deps.
+    generate_all,
+});
 
-use edge::inference::types::{Error, InputType, KernelReport, ModelInfo};
-use exports::edge::inference::text_embedding::{Embedding, Guest};
+use edge::inference_types::types::{Error, InputType, KernelReport, ModelInfo};
+use exports::edge::text_embedding::text_embedding::{Embedding, Guest};
 
 struct Component;
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// The converted model `id` in the model cache; fails with what to run when
 /// it is missing.
 pub fn model_dir(id: &str) -> PathBuf {
-    let dir = ml_core::default_model_cache().join(id);
+    let dir = es_wire::model_cache().join(id);
     assert!(
         dir.join("model.json").exists(),
         "model {id} is not in {}: run `python3 models/fetch.py`",

@@ -1,0 +1,222 @@
+//! The host's task backend for es-wire's request core: a pool of warm,
+//! sandboxed instances per inference endpoint ([`Pool`]), created on first
+//! use and made anew when the endpoint changes.
+//!
+//! A generation runs on one instance and its chunks flow through a channel,
+//! so the core can stream them, and a client that goes away (the channel
+//! dropped) stops the model within one chunk.
+
+use crate::catalog::Models;
+use crate::pool::{Pool, PoolConfig};
+use crate::runtime::{Runtime, TaskKind};
+use es_wire::{Answer, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, Prompt, Task};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Idle instances above an endpoint's minimum are dropped after this long.
+const IDLE_INSTANCE_TTL: Duration = Duration::from_secs(300);
+
+pub struct Pools {
+    runtime: Arc<Runtime>,
+    pub models: Models,
+    /// Requests waiting for an instance, per endpoint, before 429.
+    max_queue: usize,
+    /// By inference id. Shared with the task that shrinks idle pools.
+    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+}
+
+impl Pools {
+    pub fn new(runtime: Arc<Runtime>, models: Models, max_queue: usize) -> Self {
+        Self {
+            runtime,
+            models,
+            max_queue,
+            pools: Arc::default(),
+        }
+    }
+
+    /// Loads the minimum instances of `endpoints` in the background, and
+    /// starts shrinking idle pools.
+    pub fn warm(&self, endpoints: &[Endpoint]) {
+        for endpoint in endpoints {
+            match self.pool(endpoint) {
+                Ok(pool) => pool.warm(),
+                Err(e) => {
+                    tracing::warn!(endpoint = %endpoint.inference_id, error = %e, "endpoint cannot serve")
+                }
+            }
+        }
+        let pools = Arc::downgrade(&self.pools);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let Some(pools) = pools.upgrade() else { break };
+                let all: Vec<Arc<Pool>> = pools.lock().unwrap().values().cloned().collect();
+                all.iter().for_each(|p| p.shrink(IDLE_INSTANCE_TTL));
+            }
+        });
+    }
+
+    /// The instance pool serving `endpoint`, created on first use.
+    fn pool(&self, endpoint: &Endpoint) -> Result<Arc<Pool>, EsError> {
+        let mut pools = self.pools.lock().unwrap();
+        if let Some(pool) = pools.get(&endpoint.inference_id) {
+            return Ok(pool.clone());
+        }
+        let model_id = &endpoint.service_settings.model_id;
+        let model = self.models.by_id.get(model_id).ok_or_else(|| {
+            EsError::illegal_argument(format!(
+                "model [{model_id}] of inference endpoint [{}] is not installed on this server; \
+                 run `cargo xtask models`",
+                endpoint.inference_id
+            ))
+        })?;
+        let (min, max) = allocations(endpoint);
+        let pool = Pool::new(
+            self.runtime.clone(),
+            PoolConfig {
+                kind: TaskKind::for_task_type(endpoint.task_type),
+                model_dir: model.dir.clone(),
+                min,
+                max,
+                max_queue: self.max_queue,
+            },
+        );
+        pools.insert(endpoint.inference_id.clone(), pool.clone());
+        Ok(pool)
+    }
+}
+
+/// (instances kept warm, instances at most) from the endpoint's settings.
+fn allocations(endpoint: &Endpoint) -> (usize, usize) {
+    let s = &endpoint.service_settings;
+    match (s.num_allocations, s.adaptive_allocations) {
+        (_, Some(a)) if a.enabled => {
+            let min = a.min_number_of_allocations.unwrap_or(0) as usize;
+            let max = a
+                .max_number_of_allocations
+                .map_or(min.max(1), |m| m as usize);
+            (min, max.max(min).max(1))
+        }
+        (Some(n), _) => (n as usize, n.max(1) as usize),
+        _ => (1, 1),
+    }
+}
+
+impl Pools {
+    /// Starts a generation on an instance of `pool`; its chunks come through
+    /// the returned [`Generation`].
+    fn generate(
+        pool: Arc<Pool>,
+        prompt: Prompt,
+        params: GenerationParams,
+        deadline: Deadline,
+    ) -> Generation {
+        let (tx, events) = mpsc::channel(32);
+        tokio::spawn(async move {
+            let chunks = tx.clone();
+            let result = pool
+                .run(deadline, move |instance, timeout| {
+                    instance.generate(timeout, prompt, params, |chunk| {
+                        chunks
+                            .blocking_send(Event::Chunk(chunk.to_string()))
+                            .is_ok()
+                    })
+                })
+                .await;
+            let _ = tx
+                .send(result.map_or_else(Event::Failed, Event::Done))
+                .await;
+        });
+        Generation {
+            events,
+            end: GenerationEnd::default(),
+        }
+    }
+}
+
+impl es_wire::Backend for Pools {
+    type Generation = Generation;
+
+    async fn run(
+        &self,
+        endpoint: &Endpoint,
+        task: Task,
+        deadline: Deadline,
+    ) -> Result<Answer<Generation>, EsError> {
+        let pool = self.pool(endpoint)?;
+        Ok(match task {
+            Task::Embed { inputs, input_type } => {
+                let embeddings = pool
+                    .run(deadline, move |i, timeout| {
+                        i.embed(timeout, &inputs, input_type)
+                    })
+                    .await?;
+                Answer::Embeddings(embeddings.into_iter().map(|e| e.values).collect())
+            }
+            Task::SparseEmbed { inputs, input_type } => Answer::SparseEmbeddings(
+                pool.run(deadline, move |i, timeout| {
+                    i.sparse_embed(timeout, &inputs, input_type)
+                })
+                .await?,
+            ),
+            Task::Rerank {
+                query,
+                documents,
+                options,
+            } => Answer::Scores(
+                pool.run(deadline, move |i, timeout| {
+                    i.rerank(timeout, &query, &documents, options)
+                })
+                .await?,
+            ),
+            Task::Generate { prompt, params } => {
+                Answer::Generation(Pools::generate(pool, prompt, params, deadline))
+            }
+        })
+    }
+
+    fn endpoint_saved(&self, endpoint: &Endpoint) -> Result<(), EsError> {
+        // In-flight requests finish on the old pool; new ones get the new one.
+        self.pools.lock().unwrap().remove(&endpoint.inference_id);
+        self.pool(endpoint)?.warm();
+        Ok(())
+    }
+
+    fn endpoint_deleted(&self, id: &str) {
+        self.pools.lock().unwrap().remove(id);
+    }
+}
+
+enum Event {
+    Chunk(String),
+    Done(GenerationEnd),
+    Failed(EsError),
+}
+
+/// A generation running on an instance of the pool.
+pub struct Generation {
+    events: mpsc::Receiver<Event>,
+    end: GenerationEnd,
+}
+
+impl es_wire::Generation for Generation {
+    async fn next_chunk(&mut self) -> Result<Option<String>, EsError> {
+        match self.events.recv().await {
+            Some(Event::Chunk(c)) => Ok(Some(c)),
+            Some(Event::Done(end)) => {
+                self.end = end;
+                Ok(None)
+            }
+            Some(Event::Failed(e)) => Err(e),
+            None => Err(EsError::internal("the generation ended without an answer")),
+        }
+    }
+
+    fn end(&self) -> GenerationEnd {
+        self.end
+    }
+}
