@@ -62,8 +62,8 @@ pub use route::{
     allowed_methods, check_accept, check_content_type, route, wants_pretty, Route, UNIVERSAL_PARAMS,
 };
 pub use service::{
-    Answer, Backend, Deadline, EndpointStore, Events, Generation, GenerationEnd, Prompt, Reply,
-    ReplyBody, Request, RequestBody, RerankOptions, Service, Task,
+    Answer, Backend, Call, Deadline, EndpointStore, Events, Generation, GenerationEnd, Prompt,
+    Reply, ReplyBody, Request, RequestBody, RerankOptions, Service, Task,
 };
 pub use settings::{parse_put, parse_update};
 pub use types::{

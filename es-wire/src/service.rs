@@ -109,20 +109,23 @@ pub trait Generation {
     fn end(&self) -> GenerationEnd;
 }
 
-/// What runs the tasks: one call per [`Task`], for an endpoint whose
-/// `service_settings.model_id` is installed (the service checked), within
-/// the request's deadline, which the backend must honour: it answers
-/// [`Deadline::error`] once the deadline has passed.
+/// One call into a task: what to run, for which endpoint (whose
+/// `service_settings.model_id` is installed: the service checked), and
+/// within which deadline. The backend must honour the deadline: it answers
+/// [`Deadline::error`] once it has passed.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub endpoint: &'a Endpoint,
+    pub task: Task,
+    pub deadline: Deadline,
+}
+
+/// What runs the tasks, one [`Call`] at a time.
 #[allow(async_fn_in_trait)]
 pub trait Backend {
     type Generation: Generation;
 
-    async fn run(
-        &self,
-        endpoint: &Endpoint,
-        task: Task,
-        deadline: Deadline,
-    ) -> Result<Answer<Self::Generation>, EsError>;
+    async fn run(&self, call: Call<'_>) -> Result<Answer<Self::Generation>, EsError>;
 
     /// An endpoint was created or updated: a backend that keeps resources per
     /// endpoint (warm instances) makes them anew.
@@ -536,7 +539,13 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
     ) -> Result<serde_json::Value, EsError> {
         self.check_installed(endpoint)?;
         let options = request.options(endpoint);
-        let run = |task| self.backend.run(endpoint, task, deadline);
+        let run = |task| {
+            self.backend.run(Call {
+                endpoint,
+                task,
+                deadline,
+            })
+        };
         match task {
             TaskType::TextEmbedding | TaskType::Embedding => {
                 let inputs = request.input;
@@ -608,11 +617,13 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         params: GenerationParams,
         deadline: Deadline,
     ) -> Result<B::Generation, EsError> {
-        match self
-            .backend
-            .run(endpoint, Task::Generate { prompt, params }, deadline)
-            .await?
-        {
+        let task = Task::Generate { prompt, params };
+        let call = Call {
+            endpoint,
+            task,
+            deadline,
+        };
+        match self.backend.run(call).await? {
             Answer::Generation(generation) => Ok(generation),
             _ => Err(wrong_answer()),
         }
@@ -732,12 +743,7 @@ mod tests {
 
     impl Backend for NoTasks {
         type Generation = NoGeneration;
-        async fn run(
-            &self,
-            _: &Endpoint,
-            _: Task,
-            _: Deadline,
-        ) -> Result<Answer<NoGeneration>, EsError> {
+        async fn run(&self, _: Call<'_>) -> Result<Answer<NoGeneration>, EsError> {
             Err(EsError::internal("no tasks here"))
         }
     }

@@ -9,7 +9,9 @@
 use crate::catalog::Models;
 use crate::pool::{Pool, PoolConfig};
 use crate::runtime::{Runtime, TaskKind};
-use es_wire::{Answer, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, Prompt, Task};
+use es_wire::{
+    Answer, Call, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, Prompt, Task,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,14 +143,10 @@ impl Pools {
 impl es_wire::Backend for Pools {
     type Generation = Generation;
 
-    async fn run(
-        &self,
-        endpoint: &Endpoint,
-        task: Task,
-        deadline: Deadline,
-    ) -> Result<Answer<Generation>, EsError> {
-        let pool = self.pool(endpoint)?;
-        Ok(match task {
+    async fn run(&self, call: Call<'_>) -> Result<Answer<Generation>, EsError> {
+        let pool = self.pool(call.endpoint)?;
+        let deadline = call.deadline;
+        Ok(match call.task {
             Task::Embed { inputs, input_type } => {
                 let embeddings = pool
                     .run(deadline, move |i, timeout| {

@@ -16,7 +16,7 @@ use edge::rerank::rerank;
 use edge::sparse_embedding::sparse_embedding;
 use edge::text_embedding::text_embedding;
 use es_wire::{
-    Answer, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, InputType,
+    Answer, Call, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, InputType,
     LongDocumentStrategy, Prompt, SparseEmbedding, Task, TaskError,
 };
 
@@ -115,13 +115,9 @@ impl Tasks {
 impl es_wire::Backend for Tasks {
     type Generation = Generation;
 
-    async fn run(
-        &self,
-        endpoint: &Endpoint,
-        task: Task,
-        deadline: Deadline,
-    ) -> Result<Answer<Generation>, EsError> {
-        Ok(match task {
+    async fn run(&self, call: Call<'_>) -> Result<Answer<Generation>, EsError> {
+        let (endpoint, deadline) = (call.endpoint, call.deadline);
+        Ok(match call.task {
             Task::Embed { inputs, input_type } => {
                 self.load(text_embedding::load, endpoint, "text-embedding")?;
                 let t = input_type.map(Into::into);
