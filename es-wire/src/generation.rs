@@ -2,12 +2,11 @@
 //! endpoint, and the Server-Sent Events frames of a streamed generation.
 //! Pure, so every host renders the same stream.
 
-use serde_json::{Map, Value};
-
 use crate::endpoint::Endpoint;
 use crate::error::EsError;
 use crate::infer::{ChatCompletionRequest, ChatRole, InferenceRequest};
 use crate::response::{chat_completion_chunk, completion_delta, sse_done, sse_error, sse_event};
+use crate::settings::TaskSettings;
 use crate::types::TaskType;
 use crate::Usage;
 
@@ -28,36 +27,29 @@ pub struct GenerationParams {
 impl GenerationParams {
     /// For a perform-inference request on a `completion` endpoint.
     pub fn for_completion(request: &InferenceRequest, endpoint: &Endpoint) -> Self {
-        let settings = request.options(endpoint).task_settings;
-        let number = |key: &str| settings.get(key).and_then(Value::as_f64);
-        Self {
-            max_tokens: number("max_tokens").map_or(DEFAULT_MAX_TOKENS, |n| n as u32),
-            temperature: number("temperature").unwrap_or(0.0) as f32,
-            top_p: number("top_p").unwrap_or(1.0) as f32,
-            seed: settings.get("seed").and_then(Value::as_u64),
-            stop: Vec::new(),
-        }
+        Self::from_settings(request.options(endpoint).task_settings, Vec::new())
     }
 
-    /// For an OpenAI-style chat body on a `chat_completion` endpoint whose
-    /// task settings are `endpoint_settings`.
-    pub fn for_chat(chat: &ChatCompletionRequest, endpoint_settings: &Map<String, Value>) -> Self {
-        let setting = |key: &str| endpoint_settings.get(key).and_then(Value::as_f64);
+    /// For an OpenAI-style chat body on a `chat_completion` endpoint.
+    pub fn for_chat(chat: &ChatCompletionRequest, endpoint: &Endpoint) -> Self {
+        let from_chat = TaskSettings {
+            max_tokens: chat.max_completion_tokens,
+            temperature: chat.temperature,
+            top_p: chat.top_p,
+            ..TaskSettings::default()
+        };
+        let settings = from_chat.over(TaskSettings::read(&endpoint.task_settings));
+        Self::from_settings(settings, chat.stop.clone())
+    }
+
+    /// Greedy (temperature 0) and up to [`DEFAULT_MAX_TOKENS`] unless set.
+    fn from_settings(settings: TaskSettings, stop: Vec<String>) -> Self {
         Self {
-            max_tokens: chat
-                .max_completion_tokens
-                .or_else(|| setting("max_tokens").map(|n| n as u32))
-                .unwrap_or(DEFAULT_MAX_TOKENS),
-            temperature: chat
-                .temperature
-                .or_else(|| setting("temperature").map(|t| t as f32))
-                .unwrap_or(0.0),
-            top_p: chat
-                .top_p
-                .or_else(|| setting("top_p").map(|t| t as f32))
-                .unwrap_or(1.0),
-            seed: endpoint_settings.get("seed").and_then(Value::as_u64),
-            stop: chat.stop.clone(),
+            max_tokens: settings.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            temperature: settings.temperature.unwrap_or(0.0),
+            top_p: settings.top_p.unwrap_or(1.0),
+            seed: settings.seed,
+            stop,
         }
     }
 }
@@ -98,7 +90,7 @@ impl SseFrames {
             let role = (!std::mem::replace(&mut self.role_sent, true)).then_some("assistant");
             self.chat(role, Some(text), None, None)
         } else {
-            sse_event(&completion_delta(text).to_string())
+            sse_event(&json_text(&completion_delta(text)))
         }
     }
 
@@ -128,8 +120,12 @@ impl SseFrames {
         usage: Option<Usage>,
     ) -> String {
         let chunk = chat_completion_chunk(&self.id, &self.model_id, role, content, finish, usage);
-        sse_event(&chunk.to_string())
+        sse_event(&json_text(&chunk))
     }
+}
+
+fn json_text(body: &impl serde::Serialize) -> String {
+    serde_json::to_string(body).expect("response bodies serialise")
 }
 
 #[cfg(test)]
@@ -159,7 +155,7 @@ mod tests {
         let mut frames = SseFrames::new(TaskType::Completion, "m", "x");
         assert_eq!(
             frames.chunk("Paris"),
-            sse_event(&completion_delta("Paris").to_string())
+            sse_event(&json_text(&completion_delta("Paris")))
         );
         let usage = Usage {
             prompt_tokens: 1,

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::endpoint::Endpoint;
 use crate::error::EsError;
 use crate::json::{first_unknown, parse_object, unknown_field, value_loc, wrong_type, Obj};
-use crate::settings::check_task_settings;
+use crate::settings::{check_task_settings, TaskSettings};
 use crate::types::{InputType, TaskType, Timeout};
 
 /// Name Elasticsearch's `ObjectParser` gives the perform-inference body; it
@@ -112,26 +112,22 @@ pub struct TaskOptions {
     /// Rerank: `true` unless set otherwise, as Elasticsearch's own reranker.
     pub return_documents: bool,
     /// The merged task settings (e.g. `max_tokens` for completion).
-    pub task_settings: Map<String, Value>,
+    pub task_settings: TaskSettings,
 }
 
 impl InferenceRequest {
     /// Resolves the effective options for `endpoint`.
     pub fn options(&self, endpoint: &Endpoint) -> TaskOptions {
-        let mut merged = endpoint.task_settings.clone();
-        merged.extend(self.task_settings.clone());
+        let settings = TaskSettings::read(&self.task_settings)
+            .over(TaskSettings::read(&endpoint.task_settings));
         TaskOptions {
-            input_type: self
-                .input_type
-                .or_else(|| merged.get("input_type")?.as_str()?.parse().ok()),
-            top_n: self
-                .top_n
-                .or_else(|| u32::try_from(merged.get("top_n")?.as_u64()?).ok()),
+            input_type: self.input_type.or(settings.input_type),
+            top_n: self.top_n.or(settings.top_n),
             return_documents: self
                 .return_documents
-                .or_else(|| merged.get("return_documents")?.as_bool())
+                .or(settings.return_documents)
                 .unwrap_or(true),
-            task_settings: merged,
+            task_settings: settings,
         }
     }
 }

@@ -65,7 +65,7 @@ pub use service::{
     Answer, Backend, Call, Deadline, EndpointStore, Events, Generation, GenerationEnd, Prompt,
     Reply, ReplyBody, Request, RequestBody, RerankOptions, Service, Task,
 };
-pub use settings::{parse_put, parse_update};
+pub use settings::{parse_put, parse_update, TaskSettings};
 pub use types::{
     default_timeout, is_reserved_id, parse_duration, validate_inference_id, ElementType, InputType,
     Similarity, TaskType, Timeout, MAX_ID_LEN,

@@ -2,7 +2,9 @@
 //! services document.
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 
 use crate::catalog::Catalog;
 use crate::error::EsError;
@@ -13,20 +15,6 @@ pub const PRODUCT_HEADER: (&str, &str) = ("X-Elastic-Product", "Elasticsearch");
 
 /// The Elasticsearch version this server presents itself as.
 pub const ES_VERSION: &str = "9.1.0";
-
-/// A float as JSON, printed with the shortest decimal that reads back to the
-/// same `f32` (as Elasticsearch's Jackson writes floats: `0.1`, not
-/// `0.10000000149011612`). Non-finite values become `null`.
-fn f32_json(x: f32) -> Value {
-    if !x.is_finite() {
-        return Value::Null;
-    }
-    x.to_string()
-        .parse::<f64>()
-        .ok()
-        .and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
-}
 
 /// Int8 quantisation for `element_type: byte`: `round(x * 127)` clamped to
 /// `[-127, 127]` (NaN gives 0). Meant for unit-length vectors (all our
@@ -86,19 +74,53 @@ pub fn text_embedding_response(
     task: TaskType,
     vectors: &[Vec<f32>],
     element_type: ElementType,
-) -> Value {
-    let entries: Vec<Value> = vectors
+) -> DenseEmbeddings {
+    let embeddings = vectors
         .iter()
-        .map(|v| {
-            let embedding: Value = match element_type {
-                ElementType::Float => v.iter().map(|x| f32_json(*x)).collect(),
-                ElementType::Byte => quantize_int8(v).into(),
-                ElementType::Bit => pack_bits(v).into(),
-            };
-            json!({"embedding": embedding})
+        .map(|v| DenseEmbedding {
+            embedding: match element_type {
+                ElementType::Float => DenseValues::Float(v.clone()),
+                ElementType::Byte => DenseValues::Int8(quantize_int8(v)),
+                ElementType::Bit => DenseValues::Int8(pack_bits(v)),
+            },
         })
         .collect();
-    json!({dense_field(task, element_type): entries})
+    DenseEmbeddings {
+        field: dense_field(task, element_type),
+        embeddings,
+    }
+}
+
+/// The body of a dense embedding answer: one field (see
+/// [`text_embedding_response`]) holding an entry per input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseEmbeddings {
+    pub field: &'static str,
+    pub embeddings: Vec<DenseEmbedding>,
+}
+
+impl Serialize for DenseEmbeddings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.field, &self.embeddings)?;
+        map.end()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DenseEmbedding {
+    pub embedding: DenseValues,
+}
+
+/// Floats print with the shortest decimal that reads back to the same `f32`
+/// (as Elasticsearch's Jackson writes them: `0.1`, not `0.10000000149011612`);
+/// non-finite ones as `null`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DenseValues {
+    Float(Vec<f32>),
+    Int8(Vec<i8>),
 }
 
 /// One sparse embedding: the vocabulary tokens with a weight, and whether
@@ -110,21 +132,29 @@ pub struct SparseEmbedding {
 }
 
 /// Sparse embeddings: `{"sparse_embedding": [{"is_truncated": false,
-/// "embedding": {"token": 1.23}}]}`, one entry per input; each item is
-/// `(is_truncated, tokens with weights)`.
-pub fn sparse_embedding_response(items: &[SparseEmbedding]) -> Value {
-    let entries: Vec<Value> = items
-        .iter()
-        .map(|item| {
-            let embedding: Map<String, Value> = item
-                .tokens
-                .iter()
-                .map(|(t, w)| (t.clone(), f32_json(*w)))
-                .collect();
-            json!({"is_truncated": item.truncated, "embedding": embedding})
-        })
-        .collect();
-    json!({"sparse_embedding": entries})
+/// "embedding": {"token": 1.23}}]}`, one entry per input.
+pub fn sparse_embedding_response(items: &[SparseEmbedding]) -> SparseEmbeddings {
+    SparseEmbeddings {
+        sparse_embedding: items
+            .iter()
+            .map(|item| SparseEntry {
+                embedding: item.tokens.iter().cloned().collect(),
+                is_truncated: item.truncated,
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SparseEmbeddings {
+    pub sparse_embedding: Vec<SparseEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SparseEntry {
+    /// Token → weight, by token.
+    pub embedding: BTreeMap<String, f32>,
+    pub is_truncated: bool,
 }
 
 /// Rerank results: `{"rerank": [{"index", "relevance_score", "text"?}]}`,
@@ -136,7 +166,7 @@ pub fn rerank_response(
     documents: &[String],
     top_n: Option<u32>,
     return_documents: bool,
-) -> Value {
+) -> RerankResults {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     let key = |i: &usize| {
         if scores[*i].is_nan() {
@@ -151,27 +181,63 @@ pub fn rerank_response(
             .then_with(|| scores[*a].is_nan().cmp(&scores[*b].is_nan()))
     });
     let keep = top_n.map_or(order.len(), |n| (n as usize).min(order.len()));
-    let entries: Vec<Value> = order[..keep]
-        .iter()
-        .map(|&i| {
-            let mut doc = json!({"index": i, "relevance_score": f32_json(scores[i])});
-            if let (true, Some(text)) = (return_documents, documents.get(i)) {
-                doc["text"] = json!(text);
-            }
-            doc
-        })
-        .collect();
-    json!({"rerank": entries})
+    RerankResults {
+        rerank: order[..keep]
+            .iter()
+            .map(|&i| Ranked {
+                index: i,
+                relevance_score: scores[i],
+                text: documents.get(i).filter(|_| return_documents).cloned(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RerankResults {
+    pub rerank: Vec<Ranked>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub index: usize,
+    pub relevance_score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Completion results: `{"completion": [{"result": "..."}]}`.
-pub fn completion_response(results: &[String]) -> Value {
-    json!({"completion": results.iter().map(|r| json!({"result": r})).collect::<Vec<_>>()})
+pub fn completion_response(results: &[String]) -> Completions<CompletionResult> {
+    Completions {
+        completion: results
+            .iter()
+            .map(|r| CompletionResult { result: r.clone() })
+            .collect(),
+    }
 }
 
 /// One streamed completion piece: `{"completion": [{"delta": "Hel"}]}`.
-pub fn completion_delta(delta: &str) -> Value {
-    json!({"completion": [{"delta": delta}]})
+pub fn completion_delta(delta: &str) -> Completions<CompletionDelta> {
+    Completions {
+        completion: vec![CompletionDelta {
+            delta: delta.to_string(),
+        }],
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Completions<T> {
+    pub completion: Vec<T>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionResult {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CompletionDelta {
+    pub delta: String,
 }
 
 /// Token counts sent with the last chat-completion chunk.
@@ -189,32 +255,65 @@ pub struct Usage {
 /// `finish_reason` (`"stop"`, `"length"`) on the last content chunk, and
 /// `usage` on the final chunk (with `delta` and `finish_reason` `None` it
 /// carries no choice, as OpenAI's usage chunk).
-pub fn chat_completion_chunk(
-    id: &str,
-    model: &str,
-    role: Option<&str>,
-    content: Option<&str>,
-    finish_reason: Option<&str>,
+pub fn chat_completion_chunk<'a>(
+    id: &'a str,
+    model: &'a str,
+    role: Option<&'a str>,
+    content: Option<&'a str>,
+    finish_reason: Option<&'a str>,
     usage: Option<Usage>,
-) -> Value {
-    let mut delta = Map::new();
-    if let Some(r) = role {
-        delta.insert("role".into(), json!(r));
+) -> ChatCompletionChunk<'a> {
+    let delta = ChatDelta { content, role };
+    let choices =
+        if role.is_none() && content.is_none() && finish_reason.is_none() && usage.is_some() {
+            vec![]
+        } else {
+            vec![ChatChoice {
+                delta,
+                finish_reason,
+                index: 0,
+            }]
+        };
+    ChatCompletionChunk {
+        chat_completion: ChatChunk {
+            choices,
+            id,
+            model,
+            object: "chat.completion.chunk",
+            usage,
+        },
     }
-    if let Some(c) = content {
-        delta.insert("content".into(), json!(c));
-    }
-    let choices = if delta.is_empty() && finish_reason.is_none() && usage.is_some() {
-        vec![]
-    } else {
-        vec![json!({"index": 0, "delta": delta, "finish_reason": finish_reason})]
-    };
-    let mut chunk =
-        json!({"id": id, "object": "chat.completion.chunk", "model": model, "choices": choices});
-    if let Some(u) = usage {
-        chunk["usage"] = json!(u);
-    }
-    json!({"chat_completion": chunk})
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatCompletionChunk<'a> {
+    pub chat_completion: ChatChunk<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChunk<'a> {
+    pub choices: Vec<ChatChoice<'a>>,
+    pub id: &'a str,
+    pub model: &'a str,
+    pub object: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatChoice<'a> {
+    pub delta: ChatDelta<'a>,
+    /// `null` until the last content chunk.
+    pub finish_reason: Option<&'a str>,
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChatDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'a str>,
 }
 
 /// A Server-Sent Event: `event: message\ndata: <data>\n\n` (each line of
@@ -341,29 +440,42 @@ pub fn services_response(catalog: &Catalog, task_type: Option<TaskType>) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body as a client reads it (through its text: `to_value` would
+    /// widen each f32 to its exact f64).
+    fn v(body: impl Serialize) -> Value {
+        serde_json::from_str(&serde_json::to_string(&body).unwrap()).unwrap()
+    }
     use crate::catalog::ModelInfo;
 
     #[test]
     fn floats_print_short() {
-        let v = text_embedding_response(
+        let body = text_embedding_response(
             TaskType::TextEmbedding,
-            &[vec![0.1, -0.25, 1.0]],
+            &[vec![0.1, -0.25, 1.0, f32::NAN]],
             ElementType::Float,
         );
         assert_eq!(
-            v.to_string(),
-            r#"{"text_embedding":[{"embedding":[0.1,-0.25,1.0]}]}"#
+            serde_json::to_string(&body).unwrap(),
+            r#"{"text_embedding":[{"embedding":[0.1,-0.25,1.0,null]}]}"#
         );
-        assert_eq!(f32_json(f32::NAN), Value::Null);
     }
 
     #[test]
     fn dense_response_fields() {
         let vs = vec![vec![0.5f32; 8], vec![-0.5f32; 8]];
-        let v = text_embedding_response(TaskType::TextEmbedding, &vs, ElementType::Byte);
+        let v = v(text_embedding_response(
+            TaskType::TextEmbedding,
+            &vs,
+            ElementType::Byte,
+        ));
         assert_eq!(v["text_embedding_bytes"][0]["embedding"][0], 64);
         assert_eq!(v["text_embedding_bytes"][1]["embedding"][7], -64);
-        let v = text_embedding_response(TaskType::TextEmbedding, &vs, ElementType::Bit);
+        let v = super::tests::v(text_embedding_response(
+            TaskType::TextEmbedding,
+            &vs,
+            ElementType::Bit,
+        ));
         assert_eq!(
             v,
             json!({"text_embedding_bits": [{"embedding": [-1]}, {"embedding": [0]}]})
@@ -373,9 +485,11 @@ mod tests {
             (ElementType::Byte, "embeddings_bytes"),
             (ElementType::Bit, "embeddings_bits"),
         ] {
-            assert!(text_embedding_response(TaskType::Embedding, &vs, et)
-                .get(field)
-                .is_some());
+            assert!(
+                super::tests::v(text_embedding_response(TaskType::Embedding, &vs, et))
+                    .get(field)
+                    .is_some()
+            );
         }
     }
 
@@ -402,10 +516,10 @@ mod tests {
 
     #[test]
     fn sparse() {
-        let v = sparse_embedding_response(&[SparseEmbedding {
+        let v = v(sparse_embedding_response(&[SparseEmbedding {
             tokens: vec![("paris".into(), 1.5), ("city".into(), 0.25)],
             truncated: true,
-        }]);
+        }]));
         assert_eq!(
             v,
             json!({"sparse_embedding": [{"is_truncated": true, "embedding": {"paris": 1.5, "city": 0.25}}]})
@@ -415,7 +529,12 @@ mod tests {
     #[test]
     fn rerank_order_ties_top_n_and_text() {
         let docs: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
-        let v = rerank_response(&[0.5, 0.9, 0.5, f32::NAN], &docs, None, true);
+        let v = v(rerank_response(
+            &[0.5, 0.9, 0.5, f32::NAN],
+            &docs,
+            None,
+            true,
+        ));
         let idx: Vec<u64> = v["rerank"]
             .as_array()
             .unwrap()
@@ -427,13 +546,18 @@ mod tests {
             v["rerank"][0],
             json!({"index": 1, "relevance_score": 0.9, "text": "b"})
         );
-        let v = rerank_response(&[0.1, 0.2, 0.3], &docs[..3], Some(2), false);
+        let v = super::tests::v(rerank_response(
+            &[0.1, 0.2, 0.3],
+            &docs[..3],
+            Some(2),
+            false,
+        ));
         assert_eq!(
             v,
             json!({"rerank": [{"index": 2, "relevance_score": 0.3}, {"index": 1, "relevance_score": 0.2}]})
         );
         assert_eq!(
-            rerank_response(&[0.1], &docs[..1], Some(10), false)["rerank"]
+            super::tests::v(rerank_response(&[0.1], &docs[..1], Some(10), false))["rerank"]
                 .as_array()
                 .unwrap()
                 .len(),
@@ -444,14 +568,21 @@ mod tests {
     #[test]
     fn completion_bodies() {
         assert_eq!(
-            completion_response(&["hi".into()]),
+            v(completion_response(&["hi".into()])),
             json!({"completion": [{"result": "hi"}]})
         );
         assert_eq!(
-            completion_delta("Hel").to_string(),
+            serde_json::to_string(&completion_delta("Hel")).unwrap(),
             r#"{"completion":[{"delta":"Hel"}]}"#
         );
-        let c = chat_completion_chunk("id1", "smollm2", Some("assistant"), Some("Hi"), None, None);
+        let c = v(chat_completion_chunk(
+            "id1",
+            "smollm2",
+            Some("assistant"),
+            Some("Hi"),
+            None,
+            None,
+        ));
         assert_eq!(
             c,
             json!({"chat_completion": {"id": "id1", "object": "chat.completion.chunk", "model": "smollm2",
@@ -462,10 +593,24 @@ mod tests {
             completion_tokens: 2,
             total_tokens: 5,
         };
-        let c = chat_completion_chunk("id1", "m", None, None, None, Some(usage));
+        let c = v(chat_completion_chunk(
+            "id1",
+            "m",
+            None,
+            None,
+            None,
+            Some(usage),
+        ));
         assert_eq!(c["chat_completion"]["choices"], json!([]));
         assert_eq!(c["chat_completion"]["usage"]["total_tokens"], 5);
-        let c = chat_completion_chunk("id1", "m", None, None, Some("stop"), Some(usage));
+        let c = v(chat_completion_chunk(
+            "id1",
+            "m",
+            None,
+            None,
+            Some("stop"),
+            Some(usage),
+        ));
         assert_eq!(c["chat_completion"]["choices"][0]["finish_reason"], "stop");
     }
 

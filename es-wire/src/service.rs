@@ -324,13 +324,14 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         let start = Instant::now();
         let content_type = crate::check_accept(request.accept.as_deref())?;
         let route = crate::route(&request.method, &request.path, request.query.as_deref())?;
-        let json = |body: serde_json::Value| {
+        let json = |body: Vec<u8>| {
             Ok(Reply {
                 status: 200,
                 headers: vec![("content-type", content_type.to_string())],
-                body: ReplyBody::Full(json_bytes(&body, pretty)),
+                body: ReplyBody::Full(body),
             })
         };
+        let bytes = |body: serde_json::Value| json_bytes(&body, pretty);
         let Request {
             content_type: declared_type,
             content_length,
@@ -350,15 +351,15 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         };
 
         match route {
-            Route::ClusterInfo => json(crate::cluster_info(
+            Route::ClusterInfo => json(bytes(crate::cluster_info(
                 &self.node_name,
                 "edge-inference",
                 crate::ES_VERSION,
-            )),
+            ))),
             Route::Ping => Ok(empty(Vec::new())),
             Route::Options { allow } => Ok(empty(vec![("allow", allow.join(","))])),
             Route::GetServices { task_type } => {
-                json(crate::services_response(&self.catalog, task_type))
+                json(bytes(crate::services_response(&self.catalog, task_type)))
             }
             Route::GetEndpoints {
                 task_type,
@@ -377,7 +378,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                         .filter(|e| task_type.is_none_or(|t| t == e.task_type))
                         .collect(),
                 };
-                json(crate::endpoints_response(&endpoints))
+                json(bytes(crate::endpoints_response(&endpoints)))
             }
             Route::Put {
                 task_type,
@@ -389,7 +390,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     return Err(EsError::already_exists(&inference_id));
                 }
                 self.backend.endpoint_saved(&endpoint)?;
-                json(endpoint.info_json())
+                json(bytes(endpoint.info_json()))
             }
             Route::Update {
                 task_type,
@@ -400,7 +401,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let updated = crate::parse_update(&existing, task_type, &body)?;
                 self.store.replace(&updated).await?;
                 self.backend.endpoint_saved(&updated)?;
-                json(updated.info_json())
+                json(bytes(updated.info_json()))
             }
             Route::Delete {
                 task_type,
@@ -419,7 +420,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     self.store.delete(&inference_id).await?;
                     self.backend.endpoint_deleted(&inference_id);
                 }
-                json(crate::delete_response(&[]))
+                json(bytes(crate::delete_response(&[])))
             }
             Route::Infer {
                 task_type,
@@ -430,7 +431,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let task = crate::check_inference_target(task_type, &endpoint, false)?;
                 let request = crate::parse_inference(task, &body().await?, &self.limits)?;
                 let deadline = Deadline::from(start, timeout.or(request.timeout).resolve(task));
-                json(self.infer(&endpoint, task, request, deadline).await?)
+                json(
+                    self.infer(&endpoint, task, request, deadline, pretty)
+                        .await?,
+                )
             }
             Route::Stream {
                 task_type,
@@ -484,7 +488,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
     ) -> Result<(Prompt, GenerationParams, Timeout), EsError> {
         if task == TaskType::ChatCompletion {
             let chat = crate::parse_chat_completion(body, &self.limits)?;
-            let params = GenerationParams::for_chat(&chat, &endpoint.task_settings);
+            let params = GenerationParams::for_chat(&chat, endpoint);
             let messages = chat
                 .messages
                 .into_iter()
@@ -536,8 +540,11 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         task: TaskType,
         request: InferenceRequest,
         deadline: Deadline,
-    ) -> Result<serde_json::Value, EsError> {
+        pretty: bool,
+    ) -> Result<Vec<u8>, EsError> {
         self.check_installed(endpoint)?;
+        // Straight from the typed body to text: through a `Value`, each f32
+        // would print as its exact f64 (0.8999999761581421 for 0.9).
         let options = request.options(endpoint);
         let run = |task| {
             self.backend.run(Call {
@@ -551,10 +558,9 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let inputs = request.input;
                 let input_type = options.input_type;
                 match run(Task::Embed { inputs, input_type }).await? {
-                    Answer::Embeddings(vectors) => Ok(crate::text_embedding_response(
-                        task,
-                        &vectors,
-                        endpoint.element_type(),
+                    Answer::Embeddings(vectors) => Ok(json_bytes(
+                        &crate::text_embedding_response(task, &vectors, endpoint.element_type()),
+                        pretty,
                     )),
                     _ => Err(wrong_answer()),
                 }
@@ -563,7 +569,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let inputs = request.input;
                 let input_type = options.input_type;
                 match run(Task::SparseEmbed { inputs, input_type }).await? {
-                    Answer::SparseEmbeddings(items) => Ok(crate::sparse_embedding_response(&items)),
+                    Answer::SparseEmbeddings(items) => Ok(json_bytes(
+                        &crate::sparse_embedding_response(&items),
+                        pretty,
+                    )),
                     _ => Err(wrong_answer()),
                 }
             }
@@ -578,11 +587,14 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     },
                 };
                 match run(rerank).await? {
-                    Answer::Scores(scores) => Ok(crate::rerank_response(
-                        &scores,
-                        &request.input,
-                        options.top_n,
-                        options.return_documents,
+                    Answer::Scores(scores) => Ok(json_bytes(
+                        &crate::rerank_response(
+                            &scores,
+                            &request.input,
+                            options.top_n,
+                            options.return_documents,
+                        ),
+                        pretty,
                     )),
                     _ => Err(wrong_answer()),
                 }
@@ -601,7 +613,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     }
                     results.push(text);
                 }
-                Ok(crate::completion_response(&results))
+                Ok(json_bytes(&crate::completion_response(&results), pretty))
             }
             // `check_inference_target` sends chat_completion to `_stream` only.
             TaskType::ChatCompletion => Err(EsError::chat_completion_requires_stream(
@@ -655,7 +667,7 @@ fn empty<G>(headers: Vec<(&'static str, String)>) -> Reply<G> {
     }
 }
 
-fn json_bytes(body: &serde_json::Value, pretty: bool) -> Vec<u8> {
+fn json_bytes(body: &impl serde::Serialize, pretty: bool) -> Vec<u8> {
     if pretty {
         serde_json::to_vec_pretty(body)
     } else {

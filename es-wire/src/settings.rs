@@ -357,6 +357,57 @@ pub fn parse_update(
     Ok(updated)
 }
 
+/// `task_settings` as a task reads them, typed: an endpoint's, a request's,
+/// or a request's over its endpoint's ([`TaskSettings::over`]). Their values
+/// were checked by [`check_task_settings`] when stored or received, so a
+/// setting another task takes is simply absent here.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskSettings {
+    /// `text_embedding`, `embedding`.
+    pub input_type: Option<InputType>,
+    /// `rerank`.
+    pub top_n: Option<u32>,
+    /// `rerank`.
+    pub return_documents: Option<bool>,
+    /// `completion`, `chat_completion`.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<u64>,
+}
+
+impl TaskSettings {
+    pub fn read(settings: &Map<String, Value>) -> Self {
+        let number = |key: &str| settings.get(key).and_then(Value::as_f64);
+        let count = |key: &str| u32::try_from(settings.get(key)?.as_u64()?).ok();
+        Self {
+            input_type: settings
+                .get("input_type")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok()),
+            top_n: count("top_n"),
+            return_documents: settings.get("return_documents").and_then(Value::as_bool),
+            max_tokens: count("max_tokens"),
+            temperature: number("temperature").map(|t| t as f32),
+            top_p: number("top_p").map(|t| t as f32),
+            seed: settings.get("seed").and_then(Value::as_u64),
+        }
+    }
+
+    /// These settings, each falling back to `base`'s.
+    pub fn over(self, base: Self) -> Self {
+        Self {
+            input_type: self.input_type.or(base.input_type),
+            top_n: self.top_n.or(base.top_n),
+            return_documents: self.return_documents.or(base.return_documents),
+            max_tokens: self.max_tokens.or(base.max_tokens),
+            temperature: self.temperature.or(base.temperature),
+            top_p: self.top_p.or(base.top_p),
+            seed: self.seed.or(base.seed),
+        }
+    }
+}
+
 /// Checks `task_settings` for a task, as stored on an endpoint or sent with one
 /// request. Bad values are pushed to `errors` (Elasticsearch's validation
 /// wording); unknown keys are an immediate 400.
