@@ -32,6 +32,16 @@ pub fn body(response: crate::Response) -> (u16, Value) {
     (status, response.json().expect("JSON body"))
 }
 
+/// The ids in a `GET /_inference` answer, in order.
+pub fn endpoint_ids(list: &Value) -> Vec<&str> {
+    list["endpoints"]
+        .as_array()
+        .expect("an endpoint list")
+        .iter()
+        .map(|e| e["inference_id"].as_str().expect("an inference id"))
+        .collect()
+}
+
 pub fn embeddings(value: &Value, field: &str) -> Vec<Vec<f64>> {
     value[field]
         .as_array()
@@ -74,12 +84,7 @@ pub fn endpoint_lifecycle_survives_a_restart(kind: Kind) {
         "/_inference/text_embedding/_all",
     ] {
         let (_, all) = body(server.get(path));
-        let ids: Vec<&str> = all["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["inference_id"].as_str().unwrap())
-            .collect();
+        let ids = endpoint_ids(&all);
         assert!(ids.contains(&"my-minilm"), "{path}: {ids:?}");
         assert!(
             ids.contains(&".multilingual-e5-small-elasticsearch"),

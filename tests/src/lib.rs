@@ -14,6 +14,7 @@ pub mod sse;
 
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -189,6 +190,14 @@ impl Server {
     }
 
     pub fn stop(&mut self) {
+        if self.kind == Kind::SpinCli {
+            // `spin up` runs the app in a child process (`spin trigger
+            // http`) that outlives it when only `spin up` is killed: kill
+            // the process group it leads.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -359,6 +368,9 @@ fn spawn_spin_cli(data_dir: &Path) -> Result<(Child, String)> {
         .port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(&bin)
+        // A process group of its own, so that `Server::stop` ends the
+        // trigger process `spin up` starts too.
+        .process_group(0)
         .arg("up")
         .arg("--from")
         .arg(app.join("spin.toml"))
@@ -384,7 +396,10 @@ fn spawn_spin_cli(data_dir: &Path) -> Result<(Child, String)> {
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-    let _ = child.kill();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
     bail!("spin up did not serve {url} within 10 minutes")
 }
 

@@ -62,12 +62,7 @@ mod spin_cli {
             .unwrap_or_else(|e| panic!("spin up with {} did not serve: {e:#}", bin.display()));
         let (status, all) = cases::body(spin.get("/_inference/_all"));
         assert_eq!(status, 200, "{all}");
-        let ids: Vec<&str> = all["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["inference_id"].as_str().unwrap())
-            .collect();
+        let ids = cases::endpoint_ids(&all);
         let expected: Vec<&str> = es_wire::PRECONFIGURED.iter().map(|p| p.0).collect();
         for id in expected {
             assert!(ids.contains(&id), "{id} missing from {ids:?}");
