@@ -239,6 +239,14 @@ impl EsError {
         )
     }
 
+    /// 400: an endpoint's model is not in the model cache of this server.
+    pub fn model_not_installed(model_id: &str, inference_id: &str) -> Self {
+        Self::illegal_argument(format!(
+            "model [{model_id}] of inference endpoint [{inference_id}] is not installed on this server; \
+             run `cargo xtask models`"
+        ))
+    }
+
     /// 400 for the plain perform-inference API on a `chat_completion` endpoint,
     /// which only answers on `_stream`.
     pub fn chat_completion_requires_stream(id: &str) -> Self {

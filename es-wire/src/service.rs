@@ -145,11 +145,6 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// `timeout` from now; none means never.
-    pub fn after(timeout: Option<Duration>) -> Self {
-        Self::from(Instant::now(), timeout)
-    }
-
     /// `timeout` from `start`; none means never.
     pub fn from(start: Instant, timeout: Option<Duration>) -> Self {
         Self {
@@ -219,6 +214,61 @@ pub struct Reply<G> {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: ReplyBody<G>,
+}
+
+impl<G> Reply<G> {
+    /// A JSON body, written straight from its typed form: through a
+    /// `serde_json::Value`, each f32 would print as its exact f64
+    /// (0.8999999761581421 for 0.9).
+    fn json(status: u16, content_type: &str, body: &impl serde::Serialize, pretty: bool) -> Self {
+        let bytes = if pretty {
+            serde_json::to_vec_pretty(body)
+        } else {
+            serde_json::to_vec(body)
+        }
+        .expect("response bodies serialise");
+        Self::with_body(status, content_type, ReplyBody::Full(bytes))
+    }
+
+    fn with_body(status: u16, content_type: &str, body: ReplyBody<G>) -> Self {
+        Reply {
+            status,
+            headers: vec![
+                ("content-type", content_type.to_string()),
+                (crate::PRODUCT_HEADER.0, crate::PRODUCT_HEADER.1.to_string()),
+            ],
+            body,
+        }
+    }
+
+    /// An error envelope, with the headers its status needs (but `Allow` on
+    /// a 405, which [`Service::handle`] adds: it needs the path).
+    pub fn error(err: &EsError, pretty: bool) -> Self {
+        let mut reply = Self::json(err.status, "application/json", &err.to_json(), pretty);
+        match err.status {
+            // A queue slot usually frees within a request's time.
+            429 => reply.headers.push(("retry-after", "1".into())),
+            // The rest of the body is never read, so the connection cannot
+            // carry another request: say so, or a client reuses it.
+            413 => reply.headers.push(("connection", "close".into())),
+            _ => {}
+        }
+        reply
+    }
+}
+
+/// How a request wants its JSON answered: the media type it accepts, and
+/// whether pretty.
+#[derive(Debug, Clone, Copy)]
+struct Json {
+    content_type: &'static str,
+    pretty: bool,
+}
+
+impl Json {
+    fn ok<G>(self, body: &impl serde::Serialize) -> Result<Reply<G>, EsError> {
+        Ok(Reply::json(200, self.content_type, body, self.pretty))
+    }
 }
 
 pub enum ReplyBody<G> {
@@ -291,29 +341,15 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
     pub async fn handle<R: RequestBody>(&self, request: Request<R>) -> Reply<B::Generation> {
         let pretty = crate::wants_pretty(request.query.as_deref());
         let path = request.path.clone();
-        let mut reply = match self.serve(request, pretty).await {
-            Ok(reply) => reply,
-            Err(e) => Reply {
-                status: e.status,
-                headers: vec![("content-type", "application/json".into())],
-                body: ReplyBody::Full(json_bytes(&e.to_json(), pretty)),
-            },
-        };
-        reply
-            .headers
-            .push((crate::PRODUCT_HEADER.0, crate::PRODUCT_HEADER.1.to_string()));
-        match reply.status {
-            405 => reply
-                .headers
-                .push(("allow", crate::allowed_methods(&path).join(","))),
-            // A queue slot usually frees within a request's time.
-            429 => reply.headers.push(("retry-after", "1".into())),
-            // The rest of the body is never read, so the connection cannot
-            // carry another request: say so, or a client reuses it.
-            413 => reply.headers.push(("connection", "close".into())),
-            _ => {}
-        }
-        reply
+        self.serve(request, pretty).await.unwrap_or_else(|e| {
+            let mut reply = Reply::error(&e, pretty);
+            if e.status == 405 {
+                reply
+                    .headers
+                    .push(("allow", crate::allowed_methods(&path).join(",")));
+            }
+            reply
+        })
     }
 
     async fn serve<R: RequestBody>(
@@ -324,14 +360,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         let start = Instant::now();
         let content_type = crate::check_accept(request.accept.as_deref())?;
         let route = crate::route(&request.method, &request.path, request.query.as_deref())?;
-        let json = |body: Vec<u8>| {
-            Ok(Reply {
-                status: 200,
-                headers: vec![("content-type", content_type.to_string())],
-                body: ReplyBody::Full(body),
-            })
+        let json = Json {
+            content_type,
+            pretty,
         };
-        let bytes = |body: serde_json::Value| json_bytes(&body, pretty);
         let Request {
             content_type: declared_type,
             content_length,
@@ -351,15 +383,15 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         };
 
         match route {
-            Route::ClusterInfo => json(bytes(crate::cluster_info(
+            Route::ClusterInfo => json.ok(&crate::cluster_info(
                 &self.node_name,
                 "edge-inference",
                 crate::ES_VERSION,
-            ))),
-            Route::Ping => Ok(empty(Vec::new())),
-            Route::Options { allow } => Ok(empty(vec![("allow", allow.join(","))])),
+            )),
+            Route::Ping => Ok(empty(None)),
+            Route::Options { allow } => Ok(empty(Some(allow.join(",")))),
             Route::GetServices { task_type } => {
-                json(bytes(crate::services_response(&self.catalog, task_type)))
+                json.ok(&crate::services_response(&self.catalog, task_type))
             }
             Route::GetEndpoints {
                 task_type,
@@ -378,7 +410,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                         .filter(|e| task_type.is_none_or(|t| t == e.task_type))
                         .collect(),
                 };
-                json(bytes(crate::endpoints_response(&endpoints)))
+                json.ok(&crate::endpoints_response(&endpoints))
             }
             Route::Put {
                 task_type,
@@ -390,7 +422,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     return Err(EsError::already_exists(&inference_id));
                 }
                 self.backend.endpoint_saved(&endpoint)?;
-                json(bytes(endpoint.info_json()))
+                json.ok(&endpoint.info_json())
             }
             Route::Update {
                 task_type,
@@ -401,7 +433,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let updated = crate::parse_update(&existing, task_type, &body)?;
                 self.store.replace(&updated).await?;
                 self.backend.endpoint_saved(&updated)?;
-                json(bytes(updated.info_json()))
+                json.ok(&updated.info_json())
             }
             Route::Delete {
                 task_type,
@@ -420,7 +452,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     self.store.delete(&inference_id).await?;
                     self.backend.endpoint_deleted(&inference_id);
                 }
-                json(bytes(crate::delete_response(&[])))
+                json.ok(&crate::delete_response(&[]))
             }
             Route::Infer {
                 task_type,
@@ -431,10 +463,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let task = crate::check_inference_target(task_type, &endpoint, false)?;
                 let request = crate::parse_inference(task, &body().await?, &self.limits)?;
                 let deadline = Deadline::from(start, timeout.or(request.timeout).resolve(task));
-                json(
-                    self.infer(&endpoint, task, request, deadline, pretty)
-                        .await?,
-                )
+                self.infer(&endpoint, task, request, deadline, json).await
             }
             Route::Stream {
                 task_type,
@@ -449,14 +478,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let events = self
                     .stream(&endpoint, task, prompt, params, deadline)
                     .await?;
-                Ok(Reply {
-                    status: 200,
-                    headers: vec![
-                        ("content-type", "text/event-stream".into()),
-                        ("cache-control", "no-cache".into()),
-                    ],
-                    body: ReplyBody::Events(events),
-                })
+                let mut reply =
+                    Reply::with_body(200, "text/event-stream", ReplyBody::Events(events));
+                reply.headers.push(("cache-control", "no-cache".into()));
+                Ok(reply)
             }
         }
     }
@@ -540,11 +565,9 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
         task: TaskType,
         request: InferenceRequest,
         deadline: Deadline,
-        pretty: bool,
-    ) -> Result<Vec<u8>, EsError> {
+        json: Json,
+    ) -> Result<Reply<B::Generation>, EsError> {
         self.check_installed(endpoint)?;
-        // Straight from the typed body to text: through a `Value`, each f32
-        // would print as its exact f64 (0.8999999761581421 for 0.9).
         let options = request.options(endpoint);
         let run = |task| {
             self.backend.run(Call {
@@ -558,9 +581,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let inputs = request.input;
                 let input_type = options.input_type;
                 match run(Task::Embed { inputs, input_type }).await? {
-                    Answer::Embeddings(vectors) => Ok(json_bytes(
-                        &crate::text_embedding_response(task, &vectors, endpoint.element_type()),
-                        pretty,
+                    Answer::Embeddings(vectors) => json.ok(&crate::text_embedding_response(
+                        task,
+                        &vectors,
+                        endpoint.element_type(),
                     )),
                     _ => Err(wrong_answer()),
                 }
@@ -569,10 +593,9 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let inputs = request.input;
                 let input_type = options.input_type;
                 match run(Task::SparseEmbed { inputs, input_type }).await? {
-                    Answer::SparseEmbeddings(items) => Ok(json_bytes(
-                        &crate::sparse_embedding_response(&items),
-                        pretty,
-                    )),
+                    Answer::SparseEmbeddings(items) => {
+                        json.ok(&crate::sparse_embedding_response(&items))
+                    }
                     _ => Err(wrong_answer()),
                 }
             }
@@ -587,14 +610,11 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     },
                 };
                 match run(rerank).await? {
-                    Answer::Scores(scores) => Ok(json_bytes(
-                        &crate::rerank_response(
-                            &scores,
-                            &request.input,
-                            options.top_n,
-                            options.return_documents,
-                        ),
-                        pretty,
+                    Answer::Scores(scores) => json.ok(&crate::rerank_response(
+                        &scores,
+                        &request.input,
+                        options.top_n,
+                        options.return_documents,
                     )),
                     _ => Err(wrong_answer()),
                 }
@@ -613,7 +633,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                     }
                     results.push(text);
                 }
-                Ok(json_bytes(&crate::completion_response(&results), pretty))
+                json.ok(&crate::completion_response(&results))
             }
             // `check_inference_target` sends chat_completion to `_stream` only.
             TaskType::ChatCompletion => Err(EsError::chat_completion_requires_stream(
@@ -644,11 +664,10 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
     fn check_installed(&self, endpoint: &Endpoint) -> Result<(), EsError> {
         let model_id = &endpoint.service_settings.model_id;
         if self.catalog.get(model_id).is_none() {
-            return Err(EsError::illegal_argument(format!(
-                "model [{model_id}] of inference endpoint [{}] is not installed on this server; \
-                 run `cargo xtask models`",
-                endpoint.inference_id
-            )));
+            return Err(EsError::model_not_installed(
+                model_id,
+                &endpoint.inference_id,
+            ));
         }
         Ok(())
     }
@@ -659,21 +678,15 @@ fn wrong_answer() -> EsError {
     EsError::internal("the task backend gave an answer of the wrong kind")
 }
 
-fn empty<G>(headers: Vec<(&'static str, String)>) -> Reply<G> {
+/// 200 with no body, and an `Allow` header when given.
+fn empty<G>(allow: Option<String>) -> Reply<G> {
+    let mut headers = vec![(crate::PRODUCT_HEADER.0, crate::PRODUCT_HEADER.1.to_string())];
+    headers.extend(allow.map(|a| ("allow", a)));
     Reply {
         status: 200,
         headers,
         body: ReplyBody::Full(Vec::new()),
     }
-}
-
-fn json_bytes(body: &impl serde::Serialize, pretty: bool) -> Vec<u8> {
-    if pretty {
-        serde_json::to_vec_pretty(body)
-    } else {
-        serde_json::to_vec(body)
-    }
-    .expect("JSON values serialise")
 }
 
 /// A GET or DELETE naming a task type must name the endpoint's.
@@ -936,7 +949,7 @@ mod tests {
             (408, "Request timed out after [5ms]")
         );
         assert_eq!(past.remaining(), Some(Duration::ZERO));
-        let never = Deadline::after(None);
+        let never = Deadline::from(Instant::now(), None);
         assert!(never.check().is_ok());
         assert_eq!(never.remaining(), None);
     }

@@ -3,7 +3,7 @@
 //! here are only the body, the reply and a guard against panics.
 
 use crate::backend::Pools;
-use crate::store::EndpointStore;
+use crate::store::RedbStore;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// The request core over the host's endpoint store and instance pools.
-pub type App = es_wire::Service<EndpointStore, Pools>;
+pub type App = es_wire::Service<RedbStore, Pools>;
 
 /// The API, with `extra` routes (the browser demo) under the same layers.
 pub fn router(app: Arc<App>, extra: Option<axum::Router<Arc<App>>>) -> axum::Router {
@@ -98,23 +98,5 @@ fn into_response(reply: Reply<crate::backend::Generation>) -> Response {
 
 /// An error outside the core (the demo's files, a panic, authentication).
 pub fn error_response(err: &EsError, pretty: bool) -> Response {
-    let body = if pretty {
-        serde_json::to_vec_pretty(&err.to_json())
-    } else {
-        serde_json::to_vec(&err.to_json())
-    }
-    .expect("JSON values serialise");
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() =
-        StatusCode::from_u16(err.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        es_wire::PRODUCT_HEADER.0,
-        HeaderValue::from_static(es_wire::PRODUCT_HEADER.1),
-    );
-    response
+    into_response(Reply::error(err, pretty))
 }

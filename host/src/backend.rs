@@ -69,13 +69,11 @@ impl Pools {
             return Ok(pool.clone());
         }
         let model_id = &endpoint.service_settings.model_id;
-        let model = self.models.by_id.get(model_id).ok_or_else(|| {
-            EsError::illegal_argument(format!(
-                "model [{model_id}] of inference endpoint [{}] is not installed on this server; \
-                 run `cargo xtask models`",
-                endpoint.inference_id
-            ))
-        })?;
+        let model = self
+            .models
+            .by_id
+            .get(model_id)
+            .ok_or_else(|| EsError::model_not_installed(model_id, &endpoint.inference_id))?;
         let (min, max) = allocations(endpoint);
         let pool = Pool::new(
             self.runtime.clone(),

@@ -9,7 +9,7 @@ use inference_host::catalog::Models;
 use inference_host::demo;
 use inference_host::runtime::{InstanceLimits, Runtime, TaskKind};
 use inference_host::security::{self, users, Security};
-use inference_host::store::EndpointStore;
+use inference_host::store::RedbStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -227,7 +227,7 @@ async fn run(cli: Cli) -> Result<()> {
     if models.by_id.is_empty() {
         tracing::warn!(cache = %model_cache.display(), "no models installed: run `python3 models/fetch.py`");
     }
-    let store = EndpointStore::open(&data_dir.join("endpoints.redb"))?;
+    let store = RedbStore::open(&data_dir.join("endpoints.redb"))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
     let app = Arc::new(App {
         catalog: models.catalog(),

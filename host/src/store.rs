@@ -13,13 +13,14 @@ const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints"
 /// hash of each key's secret is kept.
 const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 
-/// Cloning shares the one open database (redb allows one per file and process).
+/// Endpoints and API keys in one redb database. Cloning shares the one open
+/// database (redb allows one per file and process).
 #[derive(Clone)]
-pub struct EndpointStore {
+pub struct RedbStore {
     db: Arc<Database>,
 }
 
-impl EndpointStore {
+impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)
             .with_context(|| format!("opening the endpoint store {}", path.display()))?;
@@ -107,21 +108,21 @@ impl EndpointStore {
 
 /// The request core's view. redb's transactions are short and local, so
 /// they run inline rather than on a blocking thread.
-impl es_wire::EndpointStore for EndpointStore {
+impl es_wire::EndpointStore for RedbStore {
     async fn get(&self, id: &str) -> Result<Option<Endpoint>, EsError> {
-        EndpointStore::get(self, id).map_err(internal)
+        RedbStore::get(self, id).map_err(internal)
     }
     async fn list(&self) -> Result<Vec<Endpoint>, EsError> {
-        EndpointStore::list(self).map_err(internal)
+        RedbStore::list(self).map_err(internal)
     }
     async fn create(&self, endpoint: &Endpoint) -> Result<bool, EsError> {
-        EndpointStore::create(self, endpoint).map_err(internal)
+        RedbStore::create(self, endpoint).map_err(internal)
     }
     async fn replace(&self, endpoint: &Endpoint) -> Result<(), EsError> {
-        EndpointStore::replace(self, endpoint).map_err(internal)
+        RedbStore::replace(self, endpoint).map_err(internal)
     }
     async fn delete(&self, id: &str) -> Result<(), EsError> {
-        EndpointStore::delete(self, id).map(drop).map_err(internal)
+        RedbStore::delete(self, id).map(drop).map_err(internal)
     }
 }
 
@@ -152,7 +153,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("endpoints.redb");
         {
-            let store = EndpointStore::open(&path).unwrap();
+            let store = RedbStore::open(&path).unwrap();
             assert!(store.create(&endpoint("a")).unwrap());
             assert!(
                 !store.create(&endpoint("a")).unwrap(),
@@ -162,7 +163,7 @@ mod tests {
             assert!(store.delete("b").unwrap());
             assert!(!store.delete("b").unwrap());
         }
-        let store = EndpointStore::open(&path).unwrap();
+        let store = RedbStore::open(&path).unwrap();
         let ids: Vec<String> = store
             .list()
             .unwrap()

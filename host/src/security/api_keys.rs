@@ -4,7 +4,7 @@
 //! as a slow one here, and authenticating stays cheap on every request.
 
 use super::Permission;
-use crate::store::EndpointStore;
+use crate::store::RedbStore;
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -106,11 +106,11 @@ pub struct NewKey {
 }
 
 pub struct ApiKeys {
-    store: EndpointStore,
+    store: RedbStore,
 }
 
 impl ApiKeys {
-    pub fn new(store: EndpointStore) -> Self {
+    pub fn new(store: RedbStore) -> Self {
         Self { store }
     }
 
@@ -219,7 +219,7 @@ mod tests {
             std::thread::current().id()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let store = EndpointStore::open(&dir.join("endpoints.redb")).unwrap();
+        let store = RedbStore::open(&dir.join("endpoints.redb")).unwrap();
         (ApiKeys::new(store), dir)
     }
 

@@ -109,12 +109,5 @@ fn respond(reply: Reply<Generation>) -> http::Response<BoxBody> {
 
 /// An error before the service exists (a bad variable, no store).
 fn error(e: &EsError) -> http::Response<BoxBody> {
-    http::Response::builder()
-        .status(e.status)
-        .header(es_wire::PRODUCT_HEADER.0, es_wire::PRODUCT_HEADER.1)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(box_body(FullBody::new(Bytes::from(
-            e.to_json().to_string(),
-        ))))
-        .expect("valid response")
+    respond(Reply::error(e, false))
 }
