@@ -114,6 +114,7 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--min-requests", type=int, default=24)
     p.add_argument("--check", type=int, default=4, help="sentences for `check`")
+    p.add_argument("--single-only", action="store_true", help="skip the batch workload")
     args = p.parse_args()
 
     with open(os.path.join(args.model_dir, "model.json")) as f:
@@ -124,7 +125,8 @@ def main():
 
     # The first sentences' vectors, for `bench` to compare with the native core.
     results = {"check": embedders[0].embed(corpus[: args.check]).tolist()}
-    for name, batch in [("single", 1), ("batch", args.batch)]:
+    workloads = [("single", 1)] + ([] if args.single_only else [("batch", args.batch)])
+    for name, batch in workloads:
         run_workload(embedders, corpus, batch, args.warmup, len(embedders))
         results[name] = run_workload(
             embedders, corpus, batch, args.seconds, args.min_requests

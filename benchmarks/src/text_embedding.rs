@@ -1,6 +1,8 @@
-//! text_embedding with all-minilm-l6-v2 three ways, on the same workloads:
+//! text_embedding with all-minilm-l6-v2, on the same workloads:
 //!
-//! - the server, through HTTP (WebAssembly components, tract inside);
+//! - the server, through HTTP, once per compute mode: the graph on ONNX
+//!   Runtime or tract in the host (through `wasi:nn`), or tract inside the
+//!   sandbox;
 //! - the native ML core in-process (`ml_core::TextEmbedder`, tract natively);
 //! - ONNX Runtime on the same `model.onnx` (`ort_bench.py`).
 //!
@@ -50,20 +52,24 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
     let reference_texts = &corpus[..4];
     let reference = reference(&model_dir, reference_texts)?;
 
-    let mut backends = vec![bench_server(
-        Kind::Native,
-        options,
-        &corpus,
-        reference_texts,
-        &reference,
-    )?];
-    backends.push(bench_native(options, &corpus, &model_dir)?);
+    let mut measured = Vec::new();
+    for compute in &options.computes {
+        measured.push(bench_server(
+            Kind::Native,
+            Some(compute),
+            options,
+            &corpus,
+            reference_texts,
+            &reference,
+        )?);
+    }
+    let mut baselines = vec![bench_native(options, &corpus, &model_dir)?];
     if !args.skip_ort {
-        backends.push(bench_ort(options, &model_dir, &reference)?);
+        baselines.push(bench_ort(options, &model_dir, &reference)?);
     }
     let starts = time_starts(args.starts)?;
 
-    workload::print_table(&workload::labels(options), &backends);
+    workload::print_table(&workload::labels(options), &measured, &baselines);
     print_starts(&starts);
     Ok(())
 }
@@ -82,12 +88,26 @@ pub fn run_spin(options: &Options) -> Result<()> {
     );
     let reference_texts = &corpus[..4];
     let reference = reference(&model_dir, reference_texts)?;
-    let backends = vec![
-        bench_server(Kind::Spin, options, &corpus, reference_texts, &reference)?,
-        bench_server(Kind::Native, options, &corpus, reference_texts, &reference)?,
+    let spin = bench_server(
+        Kind::Spin,
+        None,
+        options,
+        &corpus,
+        reference_texts,
+        &reference,
+    )?;
+    let baselines = vec![
+        bench_server(
+            Kind::Native,
+            Some("sandbox"),
+            options,
+            &corpus,
+            reference_texts,
+            &reference,
+        )?,
         bench_native(options, &corpus, &model_dir)?,
     ];
-    workload::print_table(&workload::labels(options), &backends);
+    workload::print_table(&workload::labels(options), &[spin], &baselines);
     Ok(())
 }
 
@@ -102,6 +122,7 @@ fn reference(model_dir: &Path, texts: &[String]) -> Result<Vec<Vec<f32>>> {
 
 fn bench_server(
     kind: Kind,
+    compute: Option<&str>,
     args: &Options,
     corpus: &[String],
     reference_texts: &[String],
@@ -113,6 +134,7 @@ fn bench_server(
         "bench-minilm",
         MODEL,
         args.concurrency,
+        compute,
     )?;
     let url = format!("{}/_inference/text_embedding/bench-minilm", server.url);
     let embed = |client: &mut Client, texts: &[String]| -> Result<Vec<Vec<f32>>> {
@@ -133,39 +155,59 @@ fn bench_server(
         Ok(vectors)
     };
     let mut client = server.client.clone();
-    let name = match kind {
-        Kind::Native => "server (HTTP)",
-        Kind::Spin => "Spin app (HTTP)",
-        Kind::SpinCli => "spin up (HTTP)",
+    let name = match (kind, compute) {
+        (Kind::Native, Some(compute)) => format!("server, {compute}"),
+        (Kind::Native, None) => "server".to_string(),
+        (Kind::Spin, _) => "Spin app".to_string(),
+        (Kind::SpinCli, _) => "spin up".to_string(),
     };
-    check_agreement(name, &embed(&mut client, reference_texts)?, reference)?;
-    let mut clients = vec![server.client.clone(); args.concurrency];
-    let batches = [1, args.batch];
-    timed_workloads(name, args, &batches, &mut clients, corpus, |c, texts| {
-        embed(c, texts).map(drop)
+    check_agreement(&name, &embed(&mut client, reference_texts)?, reference)?;
+    let clients = |n| vec![server.client.clone(); n];
+    workload::with_wide(args, clients, |args, batches, clients| {
+        timed_workloads(&name, args, batches, clients, corpus, |c, texts| {
+            embed(c, texts).map(drop)
+        })
     })
 }
 
 fn bench_native(args: &Options, corpus: &[String], model_dir: &Path) -> Result<Backend> {
-    let mut embedders = (0..args.concurrency)
-        .map(|_| TextEmbedder::load(model_dir))
-        .collect::<Result<Vec<_>>>()?;
-    let batches = [1, args.batch];
-    timed_workloads(
-        "native core",
-        args,
-        &batches,
-        &mut embedders,
-        corpus,
-        |e, texts| {
-            let vectors = e.embed(texts, None)?;
-            ensure!(vectors.len() == texts.len(), "wrong number of vectors");
-            Ok(())
-        },
-    )
+    let embedder = std::sync::Arc::new(TextEmbedder::load(model_dir)?);
+    // One model shared by every thread: tract's plan runs concurrently.
+    let embedders = |n| vec![embedder.clone(); n];
+    workload::with_wide(args, embedders, |args, batches, embedders| {
+        timed_workloads(
+            "native core",
+            args,
+            batches,
+            embedders,
+            corpus,
+            |e, texts| {
+                let vectors = e.embed(texts, None)?;
+                ensure!(vectors.len() == texts.len(), "wrong number of vectors");
+                Ok(())
+            },
+        )
+    })
 }
 
 fn bench_ort(args: &Options, model_dir: &Path, reference: &[Vec<f32>]) -> Result<Backend> {
+    let mut backend = run_ort(args, args.concurrency, true, model_dir, reference)?;
+    if args.wide > 0 {
+        let wide = run_ort(args, args.wide, false, model_dir, reference)?;
+        backend.runs.extend(wide.runs);
+    }
+    Ok(backend)
+}
+
+/// `ort_bench.py` with `workers` sessions: one input a request, then (with
+/// `batches`) `args.batch`.
+fn run_ort(
+    args: &Options,
+    workers: usize,
+    batches: bool,
+    model_dir: &Path,
+    reference: &[Vec<f32>],
+) -> Result<Backend> {
     let python = e2e_tests::model_cache().join("venv/bin/python");
     ensure!(
         python.exists(),
@@ -179,10 +221,15 @@ fn bench_ort(args: &Options, model_dir: &Path, reference: &[Vec<f32>]) -> Result
         .args(["--corpus", corpus_path()])
         .args(["--seconds", &args.seconds.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
-        .args(["--concurrency", &args.concurrency.to_string()])
+        .args(["--concurrency", &workers.to_string()])
         .args(["--batch", &args.batch.to_string()])
         .args(["--min-requests", &args.min_requests.to_string()])
         .args(["--check", &reference.len().to_string()])
+        .args(if batches {
+            &[][..]
+        } else {
+            &["--single-only"][..]
+        })
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("starting {}", python.display()))?;
@@ -205,9 +252,13 @@ fn bench_ort(args: &Options, model_dir: &Path, reference: &[Vec<f32>]) -> Result
             wall: Duration::from_secs_f64(w["wall_s"].as_f64().context("wall_s")?),
         })
     };
+    let mut runs = vec![run("single")?];
+    if batches {
+        runs.push(run("batch")?);
+    }
     Ok(Backend {
-        name: "ONNX Runtime",
-        runs: vec![run("single")?, run("batch")?],
+        name: "ONNX Runtime".into(),
+        runs,
     })
 }
 

@@ -27,6 +27,13 @@ pub struct Options {
     /// Inputs per request in the batch workloads (documents per rerank query).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// Clients of the one-input workload under heavy concurrency (more
+    /// clients than allocations: requests queue); 0 skips it.
+    #[arg(long, default_value_t = 16)]
+    pub wide: usize,
+    /// The server's compute modes to measure, where it has a choice.
+    #[arg(long, value_delimiter = ',', default_values_t = crate::server::COMPUTES.map(String::from))]
+    pub computes: Vec<String>,
 }
 
 impl Options {
@@ -80,7 +87,7 @@ pub fn percentile_ms(latencies: &[Duration], p: f64) -> f64 {
 
 /// One backend's runs, one per workload, in the order of the labels.
 pub struct Backend {
-    pub name: &'static str,
+    pub name: String,
     pub runs: Vec<Run>,
 }
 
@@ -137,7 +144,7 @@ pub fn run_workload<W: Send>(
 
 /// Warm-up, then one timed workload per batch size.
 pub fn timed_workloads<W: Send>(
-    name: &'static str,
+    name: &str,
     options: &Options,
     batches: &[usize],
     workers: &mut [W],
@@ -150,36 +157,69 @@ pub fn timed_workloads<W: Send>(
     for &batch in batches {
         run_workload(workers, corpus, batch, (warmup, workers.len()), &work)?;
         let run = run_workload(workers, corpus, batch, (time, options.min_requests), &work)?;
-        eprintln!("{name}, batch {batch}: {:.1} docs/s", run.docs_per_s());
+        eprintln!(
+            "{name}, batch {batch}, {} workers: {:.1} docs/s",
+            workers.len(),
+            run.docs_per_s()
+        );
         runs.push(run);
     }
-    Ok(Backend { name, runs })
+    Ok(Backend {
+        name: name.to_string(),
+        runs,
+    })
 }
 
-/// The labels of the two workloads of `timed_workloads(.., &[1, batch], ..)`.
-pub fn labels(options: &Options) -> [String; 2] {
-    [
+/// The workloads every throughput benchmark runs: one input and
+/// `options.batch` inputs with `options.concurrency` workers, then one input
+/// with `options.wide` workers. `workers(n)` makes n workers' state.
+pub fn with_wide<W: Send>(
+    options: &Options,
+    workers: impl Fn(usize) -> Vec<W>,
+    run: impl Fn(&Options, &[usize], &mut [W]) -> Result<Backend>,
+) -> Result<Backend> {
+    let mut backend = run(
+        options,
+        &[1, options.batch],
+        &mut workers(options.concurrency),
+    )?;
+    if options.wide > 0 {
+        let wide = run(options, &[1], &mut workers(options.wide))?;
+        backend.runs.extend(wide.runs);
+    }
+    Ok(backend)
+}
+
+/// The labels of the workloads of `timed_workloads(.., &[1, batch], ..)`,
+/// and of the wide one when there is one.
+pub fn labels(options: &Options) -> Vec<String> {
+    let mut labels = vec![
         format!("1 input, concurrency {}", options.concurrency),
         format!(
             "{} inputs, concurrency {}",
             options.batch, options.concurrency
         ),
-    ]
+    ];
+    if options.wide > 0 {
+        labels.push(format!("1 input, concurrency {}", options.wide));
+    }
+    labels
 }
 
-/// The table of every backend on every workload, then the first backend
-/// (the one measured) as ratios of each of the others.
-pub fn print_table(labels: &[String], backends: &[Backend]) {
+/// The table of every backend on every workload, then each measured backend
+/// as ratios of each baseline measured in the same run.
+pub fn print_table(labels: &[String], measured: &[Backend], baselines: &[Backend]) {
+    let backends: Vec<&Backend> = measured.iter().chain(baselines).collect();
     println!();
     println!(
-        "{:<38} {:<15} {:>9} {:>9} {:>9} {:>9}",
+        "{:<38} {:<22} {:>9} {:>9} {:>9} {:>9}",
         "workload", "backend", "docs/s", "p50 ms", "p99 ms", "requests"
     );
     for (w, label) in labels.iter().enumerate() {
         for (i, b) in backends.iter().enumerate() {
-            let run = &b.runs[w];
+            let Some(run) = b.runs.get(w) else { continue };
             println!(
-                "{:<38} {:<15} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+                "{:<38} {:<22} {:>9.1} {:>9.1} {:>9.1} {:>9}",
                 if i == 0 { label.as_str() } else { "" },
                 b.name,
                 run.docs_per_s(),
@@ -190,23 +230,23 @@ pub fn print_table(labels: &[String], backends: &[Backend]) {
         }
     }
     println!();
-    let first = &backends[0];
-    println!(
-        "{} relative to the others (docs/s ratio: higher is better for it; p50 and p99 ratios: lower is better)",
-        first.name
-    );
-    for other in &backends[1..] {
-        for (w, label) in labels.iter().enumerate() {
-            let (s, o) = (&first.runs[w], &other.runs[w]);
-            println!(
-                "  {:>15} / {:<15} {:<38} docs/s {:>5.2}   p50 {:>5.2}   p99 {:>5.2}",
-                first.name,
-                other.name,
-                label,
-                s.docs_per_s() / o.docs_per_s(),
-                s.percentile_ms(50.0) / o.percentile_ms(50.0),
-                s.percentile_ms(99.0) / o.percentile_ms(99.0)
-            );
+    println!("ratios (docs/s: higher is better for the first; p50 and p99: lower is better)");
+    for first in measured {
+        for other in baselines {
+            for (w, label) in labels.iter().enumerate() {
+                let (Some(s), Some(o)) = (first.runs.get(w), other.runs.get(w)) else {
+                    continue;
+                };
+                println!(
+                    "  {:>22} / {:<15} {:<38} docs/s {:>5.2}   p50 {:>5.2}   p99 {:>5.2}",
+                    first.name,
+                    other.name,
+                    label,
+                    s.docs_per_s() / o.docs_per_s(),
+                    s.percentile_ms(50.0) / o.percentile_ms(50.0),
+                    s.percentile_ms(99.0) / o.percentile_ms(99.0)
+                );
+            }
         }
     }
 }

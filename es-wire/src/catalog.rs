@@ -30,6 +30,14 @@ pub const COMPONENT_FILES: [&str; 4] = [
     "completion.wasm",
 ];
 
+/// The encoder task components built to run their graphs in the host
+/// through `wasi:nn`: text embedding, sparse embedding, rerank.
+pub const WASI_NN_COMPONENT_FILES: [&str; 3] = [
+    "text_embedding_wasi_nn.wasm",
+    "sparse_embedding_wasi_nn.wasm",
+    "rerank_wasi_nn.wasm",
+];
+
 /// A model directory: `model.json` (its id and task), the model files, and
 /// `SHA256SUMS`, written last by the model tooling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +196,7 @@ pub fn preconfigured_endpoints(catalog: &Catalog, max_allocations: u32) -> Vec<E
                 similarity: None,
                 long_document_strategy: None,
                 max_chunks_per_doc: None,
+                compute: None,
             },
             task_settings: Default::default(),
             chunking_settings: None,

@@ -66,6 +66,44 @@ pub struct ServiceSettings {
     /// Rerank with `chunk` only: score at most this many chunks per document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_chunks_per_doc: Option<u32>,
+    /// Encoder tasks only: where the model's graph runs. Absent: the fastest
+    /// the server has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<Compute>,
+}
+
+/// Where an encoder endpoint's graph runs. The task logic (tokenization,
+/// batching, pooling, scoring) always runs in the task's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// The host runs the graph with ONNX Runtime, through `wasi:nn`.
+    Onnxruntime,
+    /// The host runs the graph with tract, natively, through `wasi:nn`.
+    Tract,
+    /// tract runs the graph inside the task's sandbox (wasm simd128).
+    Sandbox,
+}
+
+impl Compute {
+    pub const NAMES: [&str; 3] = ["onnxruntime", "tract", "sandbox"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "onnxruntime" => Some(Self::Onnxruntime),
+            "tract" => Some(Self::Tract),
+            "sandbox" => Some(Self::Sandbox),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Onnxruntime => "onnxruntime",
+            Self::Tract => "tract",
+            Self::Sandbox => "sandbox",
+        }
+    }
 }
 
 /// How a reranker handles documents longer than the model's input.

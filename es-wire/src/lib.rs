@@ -40,11 +40,11 @@ mod types;
 
 pub use catalog::{
     model_cache, model_task_types, preconfigured_endpoints, scan_models, Catalog, InstalledModel,
-    ModelInfo, COMPONENT_FILES, DEFAULT_MODEL_CACHE, PRECONFIGURED,
+    ModelInfo, COMPONENT_FILES, DEFAULT_MODEL_CACHE, PRECONFIGURED, WASI_NN_COMPONENT_FILES,
 };
 pub use endpoint::{
-    delete_response, endpoints_response, AdaptiveAllocations, Endpoint, LongDocumentStrategy,
-    ServiceSettings, ELSER_SERVICE, SERVICE,
+    delete_response, endpoints_response, AdaptiveAllocations, Compute, Endpoint,
+    LongDocumentStrategy, ServiceSettings, ELSER_SERVICE, SERVICE,
 };
 pub use error::{format_time_value, EsError, TaskError};
 pub use generation::{chat_role_name, GenerationParams, SseFrames, DEFAULT_MAX_TOKENS};

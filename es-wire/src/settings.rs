@@ -5,7 +5,8 @@ use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
 use crate::endpoint::{
-    AdaptiveAllocations, Endpoint, LongDocumentStrategy, ServiceSettings, ELSER_SERVICE, SERVICE,
+    AdaptiveAllocations, Compute, Endpoint, LongDocumentStrategy, ServiceSettings, ELSER_SERVICE,
+    SERVICE,
 };
 use crate::error::EsError;
 use crate::json::{java_map, not_of_type, parse_object, unknown_settings, Obj};
@@ -24,7 +25,8 @@ use crate::types::{validate_inference_id, ElementType, InputType, Similarity, Ta
 ///   model when it serves exactly one task; the model must serve it;
 /// - `num_allocations` (≥ 1) or `adaptive_allocations` is required;
 ///   `num_threads` defaults to 1 and must be ≥ 1; `element_type` and
-///   `similarity` only for dense embeddings;
+///   `similarity` only for dense embeddings; `compute` (`onnxruntime`,
+///   `tract` or `sandbox`) for every task but generation;
 /// - `task_settings` are checked per task: `input_type` for `text_embedding`
 ///   and `embedding`; `return_documents` (bool) and `top_n` (≥ 1) for
 ///   `rerank`; `max_tokens` (≥ 1), `temperature` (≥ 0) and `top_p` (0..=1)
@@ -204,6 +206,17 @@ pub fn parse_put(
     } else {
         (None, None)
     };
+    let compute = if task_type == TaskType::Completion || task_type == TaskType::ChatCompletion {
+        None
+    } else {
+        take_enum(
+            &mut service_settings,
+            "compute",
+            &Compute::NAMES,
+            Compute::parse,
+            &mut errors,
+        )
+    };
     check_task_settings(task_type, &task_settings, &mut errors)?;
     if !errors.is_empty() {
         return Err(EsError::validation(errors));
@@ -225,6 +238,7 @@ pub fn parse_put(
             similarity,
             long_document_strategy,
             max_chunks_per_doc,
+            compute,
         },
         task_settings,
         chunking_settings,
@@ -679,6 +693,27 @@ mod tests {
         );
         let back: Endpoint = serde_json::from_value(e.info_json()).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn compute_names_where_an_encoder_graph_runs() {
+        let e = put(
+            Some(TaskType::TextEmbedding),
+            "e",
+            minilm(json!({"compute": "sandbox"})),
+        )
+        .unwrap();
+        assert_eq!(e.service_settings.compute, Some(Compute::Sandbox));
+        assert_eq!(e.info_json()["service_settings"]["compute"], "sandbox");
+        let e = put(Some(TaskType::TextEmbedding), "e", minilm(json!({}))).unwrap();
+        assert_eq!(e.service_settings.compute, None, "absent: the server picks");
+        let err = put(
+            Some(TaskType::TextEmbedding),
+            "e",
+            minilm(json!({"compute": "gpu"})),
+        )
+        .unwrap_err();
+        assert_eq!(err.reason, "Validation Failed: 1: [service_settings] Invalid value [gpu] received. [compute] must be one of [onnxruntime, tract, sandbox];");
     }
 
     #[test]

@@ -44,7 +44,10 @@ impl Pools {
     pub fn warm(&self, endpoints: &[Endpoint]) {
         for endpoint in endpoints {
             match self.pool(endpoint) {
-                Ok(pool) => pool.warm(),
+                Ok(pool) => {
+                    tracing::info!(endpoint = %endpoint.inference_id, model = %endpoint.service_settings.model_id, compute = pool.compute().name(), "endpoint");
+                    pool.warm()
+                }
                 Err(e) => {
                     tracing::warn!(endpoint = %endpoint.inference_id, error = %e, "endpoint cannot serve")
                 }
@@ -75,11 +78,16 @@ impl Pools {
             .get(model_id)
             .ok_or_else(|| EsError::model_not_installed(model_id, &endpoint.inference_id))?;
         let (min, max) = allocations(endpoint);
+        let kind = TaskKind::for_task_type(endpoint.task_type);
+        let compute = self
+            .runtime
+            .resolve_compute(kind, endpoint.service_settings.compute)?;
         let pool = Pool::new(
             self.runtime.clone(),
             PoolConfig {
-                kind: TaskKind::for_task_type(endpoint.task_type),
+                kind,
                 model_dir: model.dir.clone(),
+                compute,
                 min,
                 max,
                 max_queue: self.max_queue,

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod backend;
 pub mod catalog;
+pub mod compute;
 pub mod demo;
 pub mod pool;
 pub mod runtime;

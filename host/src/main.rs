@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use inference_host::api::{self, App};
 use inference_host::backend::Pools;
 use inference_host::catalog::Models;
+use inference_host::compute::{self, HostCompute};
 use inference_host::demo;
-use inference_host::runtime::{InstanceLimits, Runtime, TaskKind};
+use inference_host::runtime::{Build, InstanceLimits, Runtime, TaskKind};
 use inference_host::security::{self, users, Security};
 use inference_host::store::RedbStore;
 use std::collections::HashMap;
@@ -40,6 +41,11 @@ struct Cli {
     /// Use another component for one task, e.g. `text_embedding=/path/x.wasm`.
     #[arg(long = "component", value_name = "TASK=PATH")]
     component_overrides: Vec<String>,
+    /// ONNX Runtime's shared library, for host compute [default: the one the
+    /// model tooling's `onnxruntime` wheel installed in the model cache].
+    /// Without it, host compute uses tract.
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    onnxruntime: Option<PathBuf>,
     /// Memory one component instance may use, in MiB.
     #[arg(long, default_value_t = 2048)]
     instance_memory_mib: usize,
@@ -211,9 +217,16 @@ async fn run(cli: Cli) -> Result<()> {
         memory_bytes: cli.instance_memory_mib << 20,
         load_timeout: Duration::from_secs(300),
     };
+    let onnxruntime = cli
+        .onnxruntime
+        .clone()
+        .or_else(|| compute::find_onnxruntime(&model_cache));
     let runtime = tokio::task::spawn_blocking({
         let cache = data_dir.join("compiled");
-        move || Runtime::new(&components, &cache, limits)
+        move || {
+            let host = HostCompute::new(onnxruntime.as_deref());
+            Runtime::new(&components, &cache, limits, host)
+        }
     })
     .await??;
     if cli.compile_only {
@@ -314,16 +327,17 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The component for each task: `--component` overrides, else the file in
-/// the components directory, when present.
-fn component_paths(cli: &Cli) -> Result<HashMap<TaskKind, PathBuf>> {
+/// The component for each task and build: `--component` overrides (both
+/// builds), else the files in the components directory, when present.
+fn component_paths(cli: &Cli) -> Result<HashMap<(TaskKind, Build), PathBuf>> {
     let dir = cli
         .components
         .clone()
         .unwrap_or_else(default_components_dir);
-    let mut paths: HashMap<TaskKind, PathBuf> = TaskKind::ALL
+    let mut paths: HashMap<(TaskKind, Build), PathBuf> = TaskKind::ALL
         .into_iter()
-        .map(|k| (k, dir.join(k.file_name())))
+        .flat_map(|k| Build::ALL.map(|b| (k, b)))
+        .filter_map(|(k, b)| Some(((k, b), dir.join(k.file_name(b)?))))
         .filter(|(_, p)| p.exists())
         .collect();
     for spec in &cli.component_overrides {
@@ -332,7 +346,9 @@ fn component_paths(cli: &Cli) -> Result<HashMap<TaskKind, PathBuf>> {
         };
         let kind =
             TaskKind::parse(task).with_context(|| format!("--component: unknown task [{task}]"))?;
-        paths.insert(kind, PathBuf::from(path));
+        for build in Build::ALL {
+            paths.insert((kind, build), PathBuf::from(path));
+        }
     }
     if paths.is_empty() {
         bail!(

@@ -19,6 +19,8 @@ use tokio::sync::Notify;
 pub struct PoolConfig {
     pub kind: TaskKind,
     pub model_dir: PathBuf,
+    /// Where the instances run the model's graph.
+    pub compute: es_wire::Compute,
     /// Instances kept loaded.
     pub min: usize,
     /// Instances running at once.
@@ -59,6 +61,11 @@ impl Pool {
     }
 
     /// Loads instances up to `min` in the background.
+    /// Where this pool's instances run the graph.
+    pub fn compute(&self) -> es_wire::Compute {
+        self.config.compute
+    }
+
     pub fn warm(self: &Arc<Self>) {
         let missing = {
             let mut state = self.state();
@@ -82,7 +89,11 @@ impl Pool {
         let started = Instant::now();
         let instance = self
             .runtime
-            .instantiate(self.config.kind, &self.config.model_dir)
+            .instantiate(
+                self.config.kind,
+                &self.config.model_dir,
+                self.config.compute,
+            )
             .map_err(|e| EsError::internal(format!("could not start a model instance: {e:#}")))?;
         tracing::info!(
             model = %instance.model_id,

@@ -3,7 +3,9 @@
 //!
 //! Sandbox of an instance: the model directory, read-only, at `/model`;
 //! nothing else (no network, no other files, no environment); a memory cap;
-//! and an execution deadline through epoch interruption.
+//! and an execution deadline through epoch interruption. An encoder instance
+//! built for host compute also gets `wasi:nn`, through which it may run its
+//! endpoint's graph and nothing else (see [`crate::compute`]).
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -22,12 +24,14 @@ mod bindings {
     wasmtime::component::bindgen!({ path: "../wit", world: "tasks" });
 }
 
+use crate::compute::wasi_nn::{self, DeadlinePassed, NnState, NnView};
+use crate::compute::HostCompute;
 use bindings::edge::inference_types::types as wit;
 use bindings::exports::edge::completion::completion;
 use bindings::exports::edge::rerank::rerank;
 use bindings::exports::edge::sparse_embedding::sparse_embedding;
 use bindings::exports::edge::text_embedding::text_embedding;
-use es_wire::TaskError;
+use es_wire::{Compute, TaskError};
 
 /// How often the epoch advances: the resolution of every deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -51,14 +55,24 @@ impl TaskKind {
         TaskKind::Completion,
     ];
 
-    /// The component file name, as `cargo xtask build` writes it.
-    pub fn file_name(self) -> &'static str {
-        match self {
-            TaskKind::TextEmbedding => es_wire::COMPONENT_FILES[0],
-            TaskKind::SparseEmbedding => es_wire::COMPONENT_FILES[1],
-            TaskKind::Rerank => es_wire::COMPONENT_FILES[2],
-            TaskKind::Completion => es_wire::COMPONENT_FILES[3],
+    /// The component file name of a build, as `cargo xtask build` writes it;
+    /// `None` for a build the task does not have.
+    pub fn file_name(self, build: Build) -> Option<&'static str> {
+        let index = match self {
+            TaskKind::TextEmbedding => 0,
+            TaskKind::SparseEmbedding => 1,
+            TaskKind::Rerank => 2,
+            TaskKind::Completion => 3,
+        };
+        match build {
+            Build::Sandbox => Some(es_wire::COMPONENT_FILES[index]),
+            Build::WasiNn => es_wire::WASI_NN_COMPONENT_FILES.get(index).copied(),
         }
+    }
+
+    /// Whether the task runs an encoder graph, which the host may run.
+    pub fn has_graph(self) -> bool {
+        self != TaskKind::Completion
     }
 
     /// The component serving an Elasticsearch task type.
@@ -75,6 +89,25 @@ impl TaskKind {
     /// A task type's name, e.g. `text_embedding`.
     pub fn parse(name: &str) -> Option<Self> {
         Some(Self::for_task_type(name.parse().ok()?))
+    }
+}
+
+/// The two builds of a task component: the graph inside (tract in wasm), or
+/// in the host through `wasi:nn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Build {
+    Sandbox,
+    WasiNn,
+}
+
+impl Build {
+    pub const ALL: [Build; 2] = [Build::Sandbox, Build::WasiNn];
+
+    fn for_compute(compute: Compute) -> Self {
+        match compute {
+            Compute::Sandbox => Build::Sandbox,
+            Compute::Onnxruntime | Compute::Tract => Build::WasiNn,
+        }
     }
 }
 
@@ -119,6 +152,9 @@ impl CallError {
 
 impl From<wasmtime::Error> for CallError {
     fn from(err: wasmtime::Error) -> Self {
+        if err.downcast_ref::<DeadlinePassed>().is_some() {
+            return CallError::Timeout;
+        }
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout,
             _ => CallError::Trap(format!("{err:?}")),
@@ -193,8 +229,10 @@ impl Prepared {
 
 pub struct Runtime {
     engine: Engine,
-    components: HashMap<TaskKind, Prepared>,
+    components: HashMap<(TaskKind, Build), Prepared>,
     limits: InstanceLimits,
+    /// The graphs instances built for `wasi:nn` run.
+    pub host: HostCompute,
 }
 
 impl Runtime {
@@ -202,26 +240,31 @@ impl Runtime {
     /// native code in `cache_dir` (keyed by the component's hash and the
     /// engine's settings), so a restart deserialises in milliseconds.
     pub fn new(
-        components: &HashMap<TaskKind, PathBuf>,
+        components: &HashMap<(TaskKind, Build), PathBuf>,
         cache_dir: &Path,
         limits: InstanceLimits,
+        host: HostCompute,
     ) -> Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi_nn::add_to_linker(&mut linker, |s: &mut Sandbox| NnView {
+            state: &mut s.nn,
+            table: &mut s.table,
+        })?;
         std::fs::create_dir_all(cache_dir)
             .with_context(|| format!("creating {}", cache_dir.display()))?;
         let mut loaded = HashMap::new();
-        for (&kind, path) in components {
+        for (&(kind, build), path) in components {
             let component = load_component(&engine, path, cache_dir)?;
             let pre = linker.instantiate_pre(&component).map_err(|e| {
                 anyhow::Error::from(e).context(format!("linking {}", path.display()))
             })?;
             let prepared = Prepared::new(kind, pre)
                 .with_context(|| format!("{} is not a {kind:?} component", path.display()))?;
-            loaded.insert(kind, prepared);
+            loaded.insert((kind, build), prepared);
         }
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -237,20 +280,49 @@ impl Runtime {
             engine,
             components: loaded,
             limits,
+            host,
         })
     }
 
+    /// Whether some build of `kind` is installed.
     pub fn has(&self, kind: TaskKind) -> bool {
-        self.components.contains_key(&kind)
+        Build::ALL
+            .iter()
+            .any(|&b| self.components.contains_key(&(kind, b)))
     }
 
-    /// A fresh instance of `kind` with the model in `model_dir` loaded.
-    /// Blocking: instantiation is fast, model loading takes up to a second.
-    pub fn instantiate(&self, kind: TaskKind, model_dir: &Path) -> Result<Instance> {
+    /// Where an endpoint of `kind` asking for `asked` runs its graph: the
+    /// fastest available by default; always the sandbox for a task without
+    /// a graph, or without a `wasi:nn` build installed.
+    pub fn resolve_compute(
+        &self,
+        kind: TaskKind,
+        asked: Option<Compute>,
+    ) -> Result<Compute, es_wire::EsError> {
+        if !kind.has_graph() || !self.components.contains_key(&(kind, Build::WasiNn)) {
+            return Ok(Compute::Sandbox);
+        }
+        self.host.resolve(asked)
+    }
+
+    /// A fresh instance of `kind` with the model in `model_dir` loaded, its
+    /// graph running where `compute` says. Blocking: instantiation is fast,
+    /// model loading takes up to a second.
+    pub fn instantiate(
+        &self,
+        kind: TaskKind,
+        model_dir: &Path,
+        compute: Compute,
+    ) -> Result<Instance> {
+        let build = Build::for_compute(compute);
         let component = self
             .components
-            .get(&kind)
-            .with_context(|| format!("no component for {kind:?} is installed"))?;
+            .get(&(kind, build))
+            .with_context(|| format!("no {build:?} component for {kind:?} is installed"))?;
+        let graph = match build {
+            Build::WasiNn => Some(self.host.graph(model_dir, compute)?),
+            Build::Sandbox => None,
+        };
         let wasi = WasiCtxBuilder::new()
             .inherit_stderr()
             .preopened_dir(model_dir, MODEL_DIR, FsPerms::ReadOnly)?
@@ -265,6 +337,7 @@ impl Runtime {
                 wasi,
                 table: ResourceTable::new(),
                 limits,
+                nn: NnState::new(graph),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -324,6 +397,8 @@ fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Comp
     Ok(unsafe { Component::deserialize_file(engine, &cached) }?)
 }
 
+/// Bounds the next call: epochs for the code in the sandbox, an instant
+/// for the graph the host runs for it.
 fn set_deadline(store: &mut Store<Sandbox>, timeout: Option<Duration>) {
     let ticks = match timeout {
         Some(t) => (t.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1,
@@ -331,12 +406,14 @@ fn set_deadline(store: &mut Store<Sandbox>, timeout: Option<Duration>) {
     };
     store.set_epoch_deadline(ticks);
     store.epoch_deadline_trap();
+    store.data_mut().nn.deadline = timeout.map(|t| Instant::now() + t);
 }
 
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    nn: NnState,
 }
 
 impl WasiView for Sandbox {

@@ -253,17 +253,34 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         components.extend(TEST_COMPONENTS);
     }
     step("components", || {
+        let release = target.join("wasm32-wasip2/release");
+        let out = target.join("components");
+        std::fs::create_dir_all(&out)?;
+        // The encoder tasks built to run their graphs in the host through
+        // wasi:nn. First: the sandbox builds that follow leave
+        // `wasm32-wasip2/release` as `spin build` makes it, which spin.toml
+        // names.
+        let mut cmd = cargo();
+        cmd.args(["build", "--release", "--target", "wasm32-wasip2"])
+            .args(["--no-default-features", "--features", "wasi-nn"]);
+        for package in &COMPONENTS[..es_wire::WASI_NN_COMPONENT_FILES.len()] {
+            cmd.args(["-p", package]);
+        }
+        run(&mut cmd)?;
+        for (built, file) in es_wire::COMPONENT_FILES
+            .iter()
+            .zip(es_wire::WASI_NN_COMPONENT_FILES)
+        {
+            copy_if_changed(&release.join(built), &out.join(file))?;
+        }
         let mut cmd = cargo();
         cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
         for (package, _) in &components {
             cmd.args(["-p", package]);
         }
         run(&mut cmd)?;
-        let out = target.join("components");
-        std::fs::create_dir_all(&out)?;
         for (_, file) in &components {
-            let built = target.join("wasm32-wasip2/release").join(file);
-            copy_if_changed(&built, &out.join(file))?;
+            copy_if_changed(&release.join(file), &out.join(file))?;
         }
         Ok(())
     })?;

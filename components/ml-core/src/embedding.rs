@@ -23,6 +23,7 @@ impl TextEmbedder {
     }
 
     /// Builds the embedder from file contents (the browser has bytes, not paths).
+    #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         Self::new(Encoder::from_bytes(model_json, tokenizer_json, onnx)?)
     }
@@ -73,40 +74,31 @@ impl TextEmbedder {
         let config = &self.encoder.config;
         let mut out: Vec<Option<Embedding>> = vec![None; tokens.len()];
         self.encoder.run(tokens, |batch| {
-            let states = batch.output.to_plain_array_view::<f32>()?;
-            if states.ndim() != 3 {
-                bail!(
-                    "expected [batch, sequence, hidden] states, got {:?}",
-                    states.shape()
-                );
-            }
+            let states = &batch.output;
+            states.expect_shape(
+                &[Some(batch.rows.len()), None, None],
+                "[batch, sequence, hidden] states",
+            )?;
             for (row, &input) in batch.rows.iter().enumerate() {
                 let mask = &batch.mask[row];
-                let hidden = states.shape()[2];
-                let mut values = vec![0f32; hidden];
-                match config.pooling {
-                    Pooling::Cls => values.copy_from_slice(
-                        states
-                            .slice(tract_onnx::prelude::tract_ndarray::s![row, 0, ..])
-                            .as_slice()
-                            .unwrap_or(&[]),
-                    ),
+                let mut values = match config.pooling {
+                    Pooling::Cls => states.row(&[row, 0]).to_vec(),
                     _ => {
+                        let mut sum = vec![0f32; states.shape[2]];
                         let mut count = 0f32;
                         for (t, &m) in mask.iter().enumerate() {
                             if m == 0 {
                                 continue;
                             }
                             count += 1.0;
-                            for (v, s) in values.iter_mut().zip(
-                                states.slice(tract_onnx::prelude::tract_ndarray::s![row, t, ..]),
-                            ) {
+                            for (v, s) in sum.iter_mut().zip(states.row(&[row, t])) {
                                 *v += s;
                             }
                         }
-                        values.iter_mut().for_each(|v| *v /= count.max(1.0));
+                        sum.iter_mut().for_each(|v| *v /= count.max(1.0));
+                        sum
                     }
-                }
+                };
                 if config.normalize {
                     l2_normalize(&mut values);
                 }

@@ -1,19 +1,22 @@
-//! A transformer encoder: tokenizer plus an optimised tract plan, run on
-//! length-grouped batches.
+//! A transformer encoder: tokenizer plus a [`Graph`], run on length-grouped
+//! batches.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Pooling};
+use crate::graph::{Graph, Input, Output};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
-use tract_onnx::prelude::*;
 
 /// Padded tokens per batch at most. Bounds the activation memory of one run
-/// (MiniLM: 8192 tokens × 384 floats per layer, about 12 MB).
-const MAX_BATCH_TOKENS: usize = 8192;
+/// (MiniLM: 8192 tokens × 384 floats per layer, about 12 MB), and what a host
+/// running the graph accepts in one call.
+pub const MAX_BATCH_TOKENS: usize = 8192;
 /// Inputs per batch at most.
-const MAX_BATCH_SIZE: usize = 32;
-
-type Plan = Arc<TypedRunnableModel>;
+pub const MAX_BATCH_SIZE: usize = 32;
+/// Output values one batch may produce at most (256 MiB of f32). SPLADE's
+/// `[batch, sequence, vocab]` logits reach it first: about 2200 tokens of
+/// a 30522-token vocabulary.
+pub const MAX_BATCH_OUTPUT_VALUES: usize = 64 << 20;
 
 /// One tokenized input.
 pub struct Tokens {
@@ -27,7 +30,7 @@ pub struct BatchOutput {
     /// Positions into the caller's input list, one per batch row.
     pub rows: Vec<usize>,
     /// `[batch, sequence, ...]`.
-    pub output: Tensor,
+    pub output: Output,
     /// `[batch][sequence]`: 1 for a real token, 0 for padding.
     pub mask: Vec<Vec<u32>>,
 }
@@ -35,10 +38,9 @@ pub struct BatchOutput {
 pub struct Encoder {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
-    plan: Plan,
-    /// For each graph input, which tokenizer field feeds it.
-    feeds: Vec<Feed>,
-    output_index: usize,
+    graph: Box<dyn Graph>,
+    /// The graph's inputs (`model.json`'s `inputs`) and what feeds each.
+    feeds: Vec<(String, Feed)>,
 }
 
 #[derive(Clone, Copy)]
@@ -49,22 +51,39 @@ enum Feed {
 }
 
 impl Encoder {
-    /// Loads `model.json`, `tokenizer.json` and `model.onnx` from `dir`.
+    /// Loads `model.json` and `tokenizer.json` from `dir`, and the graph from
+    /// where this build runs it: through `wasi:nn` by model id (feature
+    /// `wasi-nn`), or `model.onnx` in tract.
     pub fn load(dir: &Path) -> Result<Self> {
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
         };
-        Self::from_bytes(
-            &read("model.json")?,
-            &read("tokenizer.json")?,
+        let config = ModelConfig::from_json(&read("model.json")?)?;
+        let tokenizer = read("tokenizer.json")?;
+        #[cfg(feature = "wasi-nn")]
+        let graph = Box::new(crate::wasi_nn::WasiNnGraph::load(
+            &config.model_id,
+            &config.output,
+        )?);
+        #[cfg(all(feature = "tract", not(feature = "wasi-nn")))]
+        let graph = Box::new(crate::graph::TractGraph::from_onnx(
             &read("model.onnx")?,
-        )
+            &config.output,
+        )?);
+        Self::new(config, &tokenizer, graph)
     }
 
     /// Builds the encoder from file contents (the browser has bytes, not paths).
+    #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         let config = ModelConfig::from_json(model_json)?;
+        let graph = crate::graph::TractGraph::from_onnx(onnx, &config.output)?;
+        Self::new(config, tokenizer_json, Box::new(graph))
+    }
+
+    /// The encoder over `graph`, fed as `config.inputs` names.
+    pub fn new(config: ModelConfig, tokenizer_json: &[u8], graph: Box<dyn Graph>) -> Result<Self> {
         let mut tokenizer =
             Tokenizer::from_bytes(tokenizer_json).map_err(|e| anyhow!("tokenizer.json: {e}"))?;
         // The shipped tokenizers pad every input to a fixed length; padding is
@@ -76,49 +95,24 @@ impl Encoder {
                 ..Default::default()
             }))
             .map_err(|e| anyhow!("tokenizer truncation: {e}"))?;
-
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &*onnx)
-            .context("model.onnx is not a valid ONNX graph")?;
-        // The symbols must be the ones the file already names, or tract
-        // cannot unify them with the graph's own shapes.
-        let batch = model.symbols.sym("batch");
-        let sequence = model.symbols.sym("sequence");
-        let mut feeds = Vec::new();
-        for (ix, outlet) in model.input_outlets()?.to_vec().iter().enumerate() {
-            let name = model.node(outlet.node).name.clone();
-            feeds.push(match name.as_str() {
-                "input_ids" => Feed::InputIds,
-                "attention_mask" => Feed::AttentionMask,
-                "token_type_ids" => Feed::TokenTypeIds,
-                other => bail!("model.onnx has an input [{other}] this encoder cannot feed"),
-            });
-            model.set_input_fact(
-                ix,
-                InferenceFact::dt_shape(
-                    i64::datum_type(),
-                    tvec!(batch.to_dim(), sequence.to_dim()),
-                ),
-            )?;
-        }
-        let output_index = model
-            .output_outlets()?
+        let feeds = config
+            .inputs
             .iter()
-            .position(|o| {
-                model.node(o.node).name == config.output
-                    || model.outlet_label(*o) == Some(&config.output)
+            .map(|name| {
+                let feed = match name.as_str() {
+                    "input_ids" => Feed::InputIds,
+                    "attention_mask" => Feed::AttentionMask,
+                    "token_type_ids" => Feed::TokenTypeIds,
+                    other => bail!("model.onnx has an input [{other}] this encoder cannot feed"),
+                };
+                Ok((name.clone(), feed))
             })
-            .unwrap_or(0);
-        let plan = model
-            .into_optimized()
-            .context("optimising model.onnx")?
-            .into_runnable()?;
+            .collect::<Result<_>>()?;
         Ok(Self {
             config,
             tokenizer,
-            plan,
+            graph,
             feeds,
-            output_index,
         })
     }
 
@@ -145,36 +139,48 @@ impl Encoder {
         tokens: &[Tokens],
         mut each: impl FnMut(BatchOutput) -> Result<()>,
     ) -> Result<()> {
-        for rows in length_batches(tokens, MAX_BATCH_SIZE, MAX_BATCH_TOKENS) {
+        for rows in length_batches(tokens, MAX_BATCH_SIZE, self.max_batch_tokens()) {
             let encodings: Vec<&Encoding> = rows.iter().map(|&r| &tokens[r].encoding).collect();
-            let (inputs, mask) = self.inputs(&encodings)?;
-            let mut outputs = self.plan.run(inputs)?;
-            let output = outputs.remove(self.output_index).into_tensor();
+            let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+            let (inputs, mask) = self.inputs(&encodings, len);
+            let output = self.graph.run(encodings.len(), len, inputs)?;
             each(BatchOutput { rows, output, mask })?;
         }
         Ok(())
     }
 
-    fn inputs(&self, encodings: &[&Encoding]) -> Result<(TVec<TValue>, Vec<Vec<u32>>)> {
-        let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+    /// Padded tokens per batch, so that the output stays within
+    /// [`MAX_BATCH_OUTPUT_VALUES`].
+    pub fn max_batch_tokens(&self) -> usize {
+        let width = match self.config.pooling {
+            Pooling::Splade => self.tokenizer.get_vocab_size(true),
+            _ => self.config.dimensions,
+        };
+        MAX_BATCH_TOKENS.min(MAX_BATCH_OUTPUT_VALUES / width.max(1))
+    }
+
+    fn inputs(&self, encodings: &[&Encoding], len: usize) -> (Vec<Input<'_>>, Vec<Vec<u32>>) {
         let padded = |field: fn(&Encoding) -> &[u32]| {
-            let mut data = vec![0i64; encodings.len() * len];
+            let mut values = vec![0i64; encodings.len() * len];
             for (row, e) in encodings.iter().enumerate() {
                 for (col, &v) in field(e).iter().enumerate() {
-                    data[row * len + col] = v as i64;
+                    values[row * len + col] = v as i64;
                 }
             }
-            tract_ndarray::Array2::from_shape_vec((encodings.len(), len), data)
-                .map(|a| a.into_tvalue())
+            values
         };
-        let mut inputs = TVec::new();
-        for feed in &self.feeds {
-            inputs.push(match feed {
-                Feed::InputIds => padded(Encoding::get_ids)?,
-                Feed::AttentionMask => padded(Encoding::get_attention_mask)?,
-                Feed::TokenTypeIds => padded(Encoding::get_type_ids)?,
-            });
-        }
+        let inputs = self
+            .feeds
+            .iter()
+            .map(|(name, feed)| Input {
+                name,
+                values: match feed {
+                    Feed::InputIds => padded(Encoding::get_ids),
+                    Feed::AttentionMask => padded(Encoding::get_attention_mask),
+                    Feed::TokenTypeIds => padded(Encoding::get_type_ids),
+                },
+            })
+            .collect();
         let mask = encodings
             .iter()
             .map(|e| {
@@ -183,7 +189,7 @@ impl Encoder {
                 m
             })
             .collect();
-        Ok((inputs, mask))
+        (inputs, mask)
     }
 }
 

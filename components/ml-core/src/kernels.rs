@@ -1,7 +1,5 @@
 //! Which tract kernels this build runs.
 
-use tract_onnx::prelude::tract_linalg;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelReport {
     /// The instruction set tract detected.
@@ -14,7 +12,9 @@ pub struct KernelReport {
 
 /// Reports the kernels tract would dispatch to. tract registers them through
 /// link-time constructors: where those did not run, only generic kernels show.
+#[cfg(feature = "tract")]
 pub fn report() -> KernelReport {
+    use tract_onnx::prelude::tract_linalg;
     let isa = tract_linalg::isa::native();
     KernelReport {
         isa: format!("{isa:?}"),
@@ -26,5 +26,15 @@ pub fn report() -> KernelReport {
             .iter()
             .map(|t| t.name.to_string())
             .collect(),
+    }
+}
+
+/// A build without tract runs no kernels of its own: the host runs its graphs.
+#[cfg(not(feature = "tract"))]
+pub fn report() -> KernelReport {
+    KernelReport {
+        isa: "none: the host runs the graphs through wasi:nn".into(),
+        matmul_kernels: Vec::new(),
+        tiers: Vec::new(),
     }
 }

@@ -1,23 +1,39 @@
 //! The ML core shared by every task component and the browser build:
-//! tokenization, tract-onnx inference on length-grouped batches, and the
-//! pooling each task needs. Plain Rust, tested natively.
+//! tokenization, length-grouped batches, the pooling each task needs, and
+//! generation. Plain Rust, tested natively.
+//!
+//! Where an encoder's graph runs is a feature: `tract` runs it in process
+//! (natively, in the browser, or inside a sandboxed component), `wasi-nn`
+//! hands it to the host through `wasi:nn` (see [`graph`]). Generation needs
+//! `tract`.
 
 pub mod component;
 pub mod config;
 pub mod embedding;
 pub mod encoder;
+#[cfg(feature = "tract")]
 pub mod generation;
+pub mod graph;
 pub mod kernels;
 pub mod rerank;
 pub mod sparse;
+#[cfg(feature = "wasi-nn")]
+pub mod wasi_nn;
+
+#[cfg(not(any(feature = "tract", feature = "wasi-nn")))]
+compile_error!("ml-core runs graphs with feature `tract`, `wasi-nn`, or both");
 
 pub use component::ModelSlot;
 pub use config::{ModelConfig, Pooling};
 pub use embedding::{cosine, Embedding, TextEmbedder};
 pub use encoder::Encoder;
+#[cfg(feature = "tract")]
 pub use generation::{
     FinishReason, Generation, GenerationOptions, Generator, GeneratorConfig, Usage,
 };
+#[cfg(feature = "tract")]
+pub use graph::TractGraph;
+pub use graph::{Graph, Input, Output};
 pub use rerank::{LongDocumentStrategy, Options as RerankOptions, Reranker, RerankerKind};
 pub use sparse::{SparseEmbedder, SparseEmbedding};
 

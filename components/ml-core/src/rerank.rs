@@ -57,6 +57,7 @@ impl Reranker {
     }
 
     /// Builds the reranker from file contents (the browser has bytes, not paths).
+    #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         Self::new(Encoder::from_bytes(model_json, tokenizer_json, onnx)?)
     }
@@ -154,12 +155,10 @@ impl Reranker {
         }
         let mut scores = vec![0f32; tokens.len()];
         encoder.run(&tokens, |batch| {
-            let logits = batch.output.to_plain_array_view::<f32>()?;
-            if logits.shape() != [batch.rows.len(), 1] {
-                bail!("expected [batch, 1] logits, got {:?}", logits.shape());
-            }
+            let logits = &batch.output;
+            logits.expect_shape(&[Some(batch.rows.len()), Some(1)], "[batch, 1] logits")?;
             for (row, &chunk) in batch.rows.iter().enumerate() {
-                scores[chunk] = sigmoid(logits[[row, 0]]);
+                scores[chunk] = sigmoid(logits.values[row]);
             }
             Ok(())
         })?;

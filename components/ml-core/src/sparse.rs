@@ -22,6 +22,7 @@ impl SparseEmbedder {
     }
 
     /// Builds the embedder from file contents (the browser has bytes, not paths).
+    #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         Self::new(Encoder::from_bytes(model_json, tokenizer_json, onnx)?)
     }
@@ -41,14 +42,12 @@ impl SparseEmbedder {
             .collect::<Result<Vec<Tokens>>>()?;
         let mut out: Vec<Option<SparseEmbedding>> = vec![None; inputs.len()];
         self.encoder.run(&tokens, |batch| {
-            let logits = batch.output.to_plain_array_view::<f32>()?;
-            if logits.ndim() != 3 {
-                bail!(
-                    "expected [batch, sequence, vocab] logits, got {:?}",
-                    logits.shape()
-                );
-            }
-            let vocab = logits.shape()[2];
+            let logits = &batch.output;
+            logits.expect_shape(
+                &[Some(batch.rows.len()), None, None],
+                "[batch, sequence, vocab] logits",
+            )?;
+            let vocab = logits.shape[2];
             for (row, &input) in batch.rows.iter().enumerate() {
                 // max over real tokens of log(1 + relu(logit)); relu makes 0 the floor.
                 let mut weights = vec![0f32; vocab];
@@ -56,8 +55,7 @@ impl SparseEmbedder {
                     if m == 0 {
                         continue;
                     }
-                    let position = logits.slice(tract_onnx::prelude::tract_ndarray::s![row, t, ..]);
-                    for (w, &l) in weights.iter_mut().zip(position.iter()) {
+                    for (w, &l) in weights.iter_mut().zip(logits.row(&[row, t])) {
                         if l > 0.0 {
                             *w = w.max(l.ln_1p());
                         }
