@@ -17,6 +17,10 @@ pub const MAX_BATCH_SIZE: usize = 32;
 /// `[batch, sequence, vocab]` logits reach it first: about 2200 tokens of
 /// a 30522-token vocabulary.
 pub const MAX_BATCH_OUTPUT_VALUES: usize = 64 << 20;
+/// Real tokens a batch keeps at least, of its padded tokens. Padding is work
+/// thrown away (on the benchmark corpus, batches of 32 were 0.59 real); a
+/// batch is cut rather than padded below this.
+pub const MIN_BATCH_FILL: f32 = 0.8;
 
 /// One tokenized input.
 pub struct Tokens {
@@ -139,7 +143,8 @@ impl Encoder {
         tokens: &[Tokens],
         mut each: impl FnMut(BatchOutput) -> Result<()>,
     ) -> Result<()> {
-        for rows in length_batches(tokens, MAX_BATCH_SIZE, self.max_batch_tokens()) {
+        let lengths: Vec<usize> = tokens.iter().map(|t| t.encoding.len()).collect();
+        for rows in length_batches(&lengths, MAX_BATCH_SIZE, self.max_batch_tokens()) {
             let encodings: Vec<&Encoding> = rows.iter().map(|&r| &tokens[r].encoding).collect();
             let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
             let (inputs, mask) = self.inputs(&encodings, len);
@@ -193,26 +198,62 @@ impl Encoder {
     }
 }
 
-/// Groups inputs of similar length: sorts by token count, then cuts batches
-/// of at most `max_size` inputs and `max_tokens` padded tokens. Each batch
-/// lists positions into `tokens`.
-pub fn length_batches(tokens: &[Tokens], max_size: usize, max_tokens: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..tokens.len()).collect();
-    order.sort_by_key(|&i| tokens[i].encoding.len());
+/// Groups inputs by token count (`lengths`): sorts them, then cuts batches
+/// of at most `max_size` inputs and `max_tokens` padded tokens, and cuts
+/// early where padding would pass [`MIN_BATCH_FILL`]. Each batch lists
+/// positions into `lengths`.
+pub fn length_batches(lengths: &[usize], max_size: usize, max_tokens: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
+    let mut real = 0;
     for i in order {
         // Sorted ascending, so this input is the longest of the batch so far.
-        let len = tokens[i].encoding.len().max(1);
+        let len = lengths[i].max(1);
+        let padded = (current.len() + 1) * len;
         if !current.is_empty()
-            && (current.len() == max_size || (current.len() + 1) * len > max_tokens)
+            && (current.len() == max_size
+                || padded > max_tokens
+                || ((real + len) as f32) < MIN_BATCH_FILL * padded as f32)
         {
             batches.push(std::mem::take(&mut current));
+            real = 0;
         }
         current.push(i);
+        real += len;
     }
     if !current.is_empty() {
         batches.push(current);
     }
     batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_group_similar_lengths_within_every_bound() {
+        let lengths = [10, 40, 11, 12, 41, 9, 100, 42];
+        let batches = length_batches(&lengths, 32, 8192);
+        let by_length: Vec<Vec<usize>> = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| lengths[i]).collect())
+            .collect();
+        assert_eq!(
+            by_length,
+            vec![vec![9, 10, 11, 12], vec![40, 41, 42], vec![100]],
+            "cut where padding would pass a fifth of the batch"
+        );
+        for batch in &batches {
+            let longest = batch.iter().map(|&i| lengths[i]).max().unwrap();
+            let real: usize = batch.iter().map(|&i| lengths[i]).sum();
+            assert!(real as f32 >= MIN_BATCH_FILL * (longest * batch.len()) as f32);
+        }
+        let same = [16; 10];
+        assert_eq!(length_batches(&same, 4, 8192).len(), 3, "at most 4 a batch");
+        assert_eq!(length_batches(&same, 32, 48).len(), 4, "at most 48 tokens");
+        assert!(length_batches(&[], 32, 8192).is_empty());
+    }
 }

@@ -12,8 +12,7 @@ use ml_core::{Input, Output};
 use ort::session::{RunOptions, Session};
 use ort::value::{Tensor, ValueType};
 use std::path::Path;
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 /// The loaded library and its one environment.
@@ -80,6 +79,7 @@ impl Backend for Graph {
         Ok(Box::new(Run {
             session: self.session()?,
             output: self.output.clone(),
+            watchdog: Watchdog::start()?,
         }))
     }
 
@@ -91,6 +91,7 @@ impl Backend for Graph {
 struct Run {
     session: Session,
     output: String,
+    watchdog: Watchdog,
 }
 
 impl Context for Run {
@@ -106,38 +107,81 @@ impl Context for Run {
             let tensor = Tensor::from_array(([batch, sequence], input.values))?;
             values.push((input.name.to_string(), tensor.into_dyn()));
         }
-        let options = RunOptions::new()?;
-        // A watchdog terminates the run when the deadline passes; a finished
-        // run wakes it through the channel.
-        let (done, finished) = std::sync::mpsc::channel::<()>();
-        let result = std::thread::scope(|scope| {
-            if let Some(deadline) = deadline {
-                let options = &options;
-                scope.spawn(move || {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    if let Err(RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
-                        let _ = options.terminate();
-                    }
-                });
-            }
-            let result = self.session.run_with_options(values, &options);
-            drop(done);
-            let outputs = result.map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
-            if outputs.len() == 0 {
-                bail!("ONNX Runtime returned no output");
-            }
-            let output = match outputs.get(&self.output) {
-                Some(o) => o,
-                None => &outputs[0],
-            };
-            let (shape, data) = output
-                .try_extract_tensor::<f32>()
-                .map_err(|e| anyhow!("ONNX Runtime's output is not an f32 tensor: {e}"))?;
-            Ok(Output {
-                shape: shape.iter().map(|&d| d as usize).collect(),
-                values: data.to_vec(),
-            })
-        });
-        result
+        let options = Arc::new(RunOptions::new()?);
+        self.watchdog.watch(deadline.map(|d| (d, options.clone())));
+        let result = self.session.run_with_options(values, &options);
+        self.watchdog.watch(None);
+        let outputs = result.map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
+        if outputs.len() == 0 {
+            bail!("ONNX Runtime returned no output");
+        }
+        let output = match outputs.get(&self.output) {
+            Some(o) => o,
+            None => &outputs[0],
+        };
+        let (shape, data) = output
+            .try_extract_tensor::<f32>()
+            .map_err(|e| anyhow!("ONNX Runtime's output is not an f32 tensor: {e}"))?;
+        Ok(Output {
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            values: data.to_vec(),
+        })
+    }
+}
+
+/// Terminates a context's run when its deadline passes: one thread per
+/// context, asleep while no run is watched (a thread per run would cost
+/// more than a short run).
+struct Watchdog {
+    shared: Arc<(Mutex<Watched>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Watched {
+    run: Option<(Instant, Arc<RunOptions>)>,
+    closed: bool,
+}
+
+impl Watchdog {
+    fn start() -> Result<Self> {
+        let shared = Arc::new((Mutex::new(Watched::default()), Condvar::new()));
+        let watched = shared.clone();
+        std::thread::Builder::new()
+            .name("onnxruntime-deadline".into())
+            .spawn(move || {
+                let (lock, changed) = &*watched;
+                let mut state = lock.lock().unwrap();
+                while !state.closed {
+                    state = match &state.run {
+                        None => changed.wait(state).unwrap(),
+                        Some((deadline, options)) => {
+                            let wait = deadline.saturating_duration_since(Instant::now());
+                            if wait.is_zero() {
+                                let _ = options.terminate();
+                                state.run = None;
+                                state
+                            } else {
+                                changed.wait_timeout(state, wait).unwrap().0
+                            }
+                        }
+                    };
+                }
+            })?;
+        Ok(Self { shared })
+    }
+
+    /// Watches a run until its deadline (`None`: no run now).
+    fn watch(&self, run: Option<(Instant, Arc<RunOptions>)>) {
+        let (lock, changed) = &*self.shared;
+        lock.lock().unwrap().run = run;
+        changed.notify_one();
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (lock, changed) = &*self.shared;
+        lock.lock().unwrap().closed = true;
+        changed.notify_one();
     }
 }
