@@ -156,17 +156,12 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
 fn vectors(task: &str, body: &Value) -> Vec<Vec<(String, f32)>> {
     let number = |v: &Value| v.as_f64().expect("a number") as f32;
     match task {
-        "text_embedding" => body["text_embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
+        "text_embedding" => cases::embeddings(body, "text_embedding")
+            .into_iter()
             .map(|e| {
-                e["embedding"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
+                e.into_iter()
                     .enumerate()
-                    .map(|(i, v)| (i.to_string(), number(v)))
+                    .map(|(i, v)| (i.to_string(), v as f32))
                     .collect()
             })
             .collect(),
