@@ -6,9 +6,10 @@
 //! so the core can stream them, and a client that goes away (the channel
 //! dropped) stops the model within one chunk.
 
+use crate::batching::Batches;
 use crate::catalog::Models;
 use crate::pool::{Pool, PoolConfig};
-use crate::runtime::{Runtime, TaskKind};
+use crate::runtime::{Embedding, Instance, Runtime, TaskKind};
 use es_wire::{
     Answer, Call, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, Prompt, Task,
 };
@@ -25,16 +26,31 @@ pub struct Pools {
     pub models: Models,
     /// Requests waiting for an instance, per endpoint, before 429.
     max_queue: usize,
+    /// Inputs one call may take from several queued embedding requests.
+    max_batch_inputs: usize,
     /// By inference id. Shared with the task that shrinks idle pools.
-    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+    pools: Arc<Mutex<HashMap<String, Arc<Serving>>>>,
+}
+
+/// An endpoint's instances, and the queues that batch its embedding requests.
+struct Serving {
+    pool: Arc<Pool>,
+    dense: Arc<Batches<Embedding>>,
+    sparse: Arc<Batches<es_wire::SparseEmbedding>>,
 }
 
 impl Pools {
-    pub fn new(runtime: Arc<Runtime>, models: Models, max_queue: usize) -> Self {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        models: Models,
+        max_queue: usize,
+        max_batch_inputs: usize,
+    ) -> Self {
         Self {
             runtime,
             models,
             max_queue,
+            max_batch_inputs,
             pools: Arc::default(),
         }
     }
@@ -43,7 +59,7 @@ impl Pools {
     /// starts shrinking idle pools.
     pub fn warm(&self, endpoints: &[Endpoint]) {
         for endpoint in endpoints {
-            match self.pool(endpoint) {
+            match self.serving(endpoint).map(|s| s.pool.clone()) {
                 Ok(pool) => {
                     tracing::info!(endpoint = %endpoint.inference_id, model = %endpoint.service_settings.model_id, compute = pool.compute().name(), "endpoint");
                     pool.warm()
@@ -59,17 +75,17 @@ impl Pools {
             loop {
                 tick.tick().await;
                 let Some(pools) = pools.upgrade() else { break };
-                let all: Vec<Arc<Pool>> = pools.lock().unwrap().values().cloned().collect();
-                all.iter().for_each(|p| p.shrink(IDLE_INSTANCE_TTL));
+                let all: Vec<Arc<Serving>> = pools.lock().unwrap().values().cloned().collect();
+                all.iter().for_each(|s| s.pool.shrink(IDLE_INSTANCE_TTL));
             }
         });
     }
 
-    /// The instance pool serving `endpoint`, created on first use.
-    fn pool(&self, endpoint: &Endpoint) -> Result<Arc<Pool>, EsError> {
+    /// The instances serving `endpoint`, created on first use.
+    fn serving(&self, endpoint: &Endpoint) -> Result<Arc<Serving>, EsError> {
         let mut pools = self.pools.lock().unwrap();
-        if let Some(pool) = pools.get(&endpoint.inference_id) {
-            return Ok(pool.clone());
+        if let Some(serving) = pools.get(&endpoint.inference_id) {
+            return Ok(serving.clone());
         }
         let model_id = &endpoint.service_settings.model_id;
         let model = self
@@ -93,8 +109,13 @@ impl Pools {
                 max_queue: self.max_queue,
             },
         );
-        pools.insert(endpoint.inference_id.clone(), pool.clone());
-        Ok(pool)
+        let serving = Arc::new(Serving {
+            pool,
+            dense: Batches::new(self.max_batch_inputs),
+            sparse: Batches::new(self.max_batch_inputs),
+        });
+        pools.insert(endpoint.inference_id.clone(), serving.clone());
+        Ok(serving)
     }
 }
 
@@ -150,22 +171,22 @@ impl es_wire::Backend for Pools {
     type Generation = Generation;
 
     async fn run(&self, call: Call<'_>) -> Result<Answer<Generation>, EsError> {
-        let pool = self.pool(call.endpoint)?;
+        let serving = self.serving(call.endpoint)?;
+        let pool = &serving.pool;
         let deadline = call.deadline;
         Ok(match call.task {
             Task::Embed { inputs, input_type } => {
-                let embeddings = pool
-                    .run(deadline, move |i, timeout| {
-                        i.embed(timeout, &inputs, input_type)
-                    })
+                let embeddings = serving
+                    .dense
+                    .run(pool, inputs, input_type, deadline, Instance::embed)
                     .await?;
                 Answer::Embeddings(embeddings.into_iter().map(|e| e.values).collect())
             }
             Task::SparseEmbed { inputs, input_type } => Answer::SparseEmbeddings(
-                pool.run(deadline, move |i, timeout| {
-                    i.sparse_embed(timeout, &inputs, input_type)
-                })
-                .await?,
+                serving
+                    .sparse
+                    .run(pool, inputs, input_type, deadline, Instance::sparse_embed)
+                    .await?,
             ),
             Task::Rerank {
                 query,
@@ -178,7 +199,7 @@ impl es_wire::Backend for Pools {
                 .await?,
             ),
             Task::Generate { prompt, params } => {
-                Answer::Generation(Pools::generate(pool, prompt, params, deadline))
+                Answer::Generation(Pools::generate(pool.clone(), prompt, params, deadline))
             }
         })
     }
@@ -186,7 +207,7 @@ impl es_wire::Backend for Pools {
     fn endpoint_saved(&self, endpoint: &Endpoint) -> Result<(), EsError> {
         // In-flight requests finish on the old pool; new ones get the new one.
         self.pools.lock().unwrap().remove(&endpoint.inference_id);
-        self.pool(endpoint)?.warm();
+        self.serving(endpoint)?.pool.warm();
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod batching;
 pub mod catalog;
 pub mod compute;
 pub mod demo;

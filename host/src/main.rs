@@ -52,6 +52,10 @@ struct Cli {
     /// Requests that may wait for a busy endpoint before 429.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
+    /// Inputs one model call may take from several queued embedding
+    /// requests (cross-request batching); 1 turns batching off.
+    #[arg(long, env = "INFERENCE_MAX_BATCH_INPUTS", default_value_t = 32)]
+    max_batch_inputs: usize,
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = es_wire::Limits::default().max_body_bytes)]
     max_body_bytes: usize,
@@ -246,7 +250,12 @@ async fn run(cli: Cli) -> Result<()> {
         catalog: models.catalog(),
         preconfigured: models.preconfigured(cores),
         store,
-        backend: Pools::new(Arc::new(runtime), models, cli.max_queue),
+        backend: Pools::new(
+            Arc::new(runtime),
+            models,
+            cli.max_queue,
+            cli.max_batch_inputs,
+        ),
         limits: es_wire::Limits {
             max_body_bytes: cli.max_body_bytes,
             max_inputs: cli.max_inputs,

@@ -201,7 +201,7 @@ impl Pool {
                 if let CallError::Trap(trap) = &err {
                     tracing::warn!(%trap, "instance trapped; replacing it");
                 }
-                Err(err.into_es_error(deadline))
+                Err(err.to_es_error(deadline))
             }
         }
     }

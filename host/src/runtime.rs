@@ -141,9 +141,9 @@ impl CallError {
     }
 
     /// The Elasticsearch error for a call made within `deadline`.
-    pub fn into_es_error(self, deadline: es_wire::Deadline) -> es_wire::EsError {
+    pub fn to_es_error(&self, deadline: es_wire::Deadline) -> es_wire::EsError {
         match self {
-            CallError::Task(e) => e.into(),
+            CallError::Task(e) => e.clone().into(),
             CallError::Timeout => deadline.error(),
             trap @ CallError::Trap(_) => es_wire::EsError::internal(trap.to_string()),
         }

@@ -15,6 +15,9 @@
 //!   stop it, in the host or in the sandbox);
 //! - `nn:hoard`: makes tensors without bound in the host (its cap must
 //!   stop it);
+//! - `sleep:MS`: spins for MS milliseconds, then answers as for any text;
+//! - `count`: a one-value embedding holding how many inputs the call had
+//!   (the host's cross-request batching merges requests into one call);
 //! - anything else: a one-value embedding holding the text's length.
 //!
 //! An answer to `read:`, `env` or `nn:` comes back as an `invalid-input`
@@ -149,8 +152,24 @@ impl Guest for Component {
 
     fn embed(inputs: Vec<String>, _: Option<InputType>) -> Result<Vec<Embedding>, Error> {
         let mut out = Vec::new();
+        let in_call = inputs.len();
         for input in inputs {
             match input.as_str() {
+                "count" => out.push(Embedding {
+                    values: vec![in_call as f32],
+                    truncated: false,
+                }),
+                _ if input.starts_with("sleep:") => {
+                    let ms: u64 = input["sleep:".len()..].parse().unwrap_or(0);
+                    let started = std::time::Instant::now();
+                    while started.elapsed().as_millis() < u128::from(ms) {
+                        std::hint::spin_loop();
+                    }
+                    out.push(Embedding {
+                        values: vec![input.len() as f32],
+                        truncated: false,
+                    });
+                }
                 "loop" => {
                     let mut n: u64 = 0;
                     loop {

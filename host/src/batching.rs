@@ -1,0 +1,172 @@
+//! Cross-request batching of embeddings, as text-embeddings-inference does
+//! it: while an endpoint's instances are busy, embedding requests queue
+//! here, and whichever request gets an instance first takes every queued
+//! request of the same `input_type` (up to an input budget) into one call,
+//! then answers each. A request whose inputs a batch already took finds the
+//! queue empty and only waits for its answer.
+//!
+//! One request's bad input must not fail its neighbours: when a batch of
+//! several fails cleanly, each request runs again alone on the same
+//! instance. A trap or a timeout fails the whole batch, as it would fail one
+//! request, and the pool replaces the instance.
+
+use crate::pool::Pool;
+use crate::runtime::{CallError, Instance};
+use es_wire::{Deadline, EsError, InputType};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// An instance's embedding call: `Instance::embed` or `Instance::sparse_embed`.
+pub type EmbedCall<T> =
+    fn(&mut Instance, Option<Duration>, &[String], Option<InputType>) -> Result<Vec<T>, CallError>;
+
+/// The queue of one endpoint's embedding requests.
+pub struct Batches<T> {
+    queue: Mutex<VecDeque<Pending<T>>>,
+    next_id: AtomicU64,
+    /// Inputs one call takes from several requests at most; 1 turns
+    /// batching off.
+    max_inputs: usize,
+}
+
+struct Pending<T> {
+    id: u64,
+    inputs: Vec<String>,
+    input_type: Option<InputType>,
+    deadline: Deadline,
+    reply: oneshot::Sender<Result<Vec<T>, EsError>>,
+}
+
+impl<T: Send + 'static> Batches<T> {
+    pub fn new(max_inputs: usize) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            max_inputs,
+        })
+    }
+
+    /// Embeds `inputs` on an instance of `pool`, in a batch with whatever
+    /// else is queued.
+    pub async fn run(
+        self: &Arc<Self>,
+        pool: &Arc<Pool>,
+        inputs: Vec<String>,
+        input_type: Option<InputType>,
+        deadline: Deadline,
+        call: EmbedCall<T>,
+    ) -> Result<Vec<T>, EsError> {
+        if self.max_inputs <= 1 {
+            return pool
+                .run(deadline, move |i, timeout| {
+                    call(i, timeout, &inputs, input_type)
+                })
+                .await;
+        }
+        let (reply, answer) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.queue.lock().unwrap().push_back(Pending {
+            id,
+            inputs,
+            input_type,
+            deadline,
+            reply,
+        });
+        let batches = self.clone();
+        let served = pool
+            .run(deadline, move |instance, _| batches.serve(instance, call))
+            .await;
+        if let Err(e) = served {
+            // No instance in time (429, 408): unless a batch took it, the
+            // request leaves the queue with that error.
+            let mut queue = self.queue.lock().unwrap();
+            if let Some(at) = queue.iter().position(|p| p.id == id) {
+                queue.remove(at);
+                return Err(e);
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(EsError::internal("the batch ended without an answer")))
+    }
+
+    /// The oldest queued request and the others of its `input_type` that
+    /// fit in the input budget.
+    fn take(&self) -> Vec<Pending<T>> {
+        let mut queue = self.queue.lock().unwrap();
+        let Some(first) = queue.pop_front() else {
+            return Vec::new();
+        };
+        let mut total = first.inputs.len();
+        let mut batch = vec![first];
+        let mut at = 0;
+        while at < queue.len() {
+            let next = &queue[at];
+            if next.input_type == batch[0].input_type
+                && total + next.inputs.len() <= self.max_inputs
+            {
+                total += next.inputs.len();
+                batch.extend(queue.remove(at));
+            } else {
+                at += 1;
+            }
+        }
+        batch
+    }
+
+    /// On an instance: answers a batch of queued requests.
+    fn serve(&self, instance: &mut Instance, call: EmbedCall<T>) -> Result<(), CallError> {
+        let batch = self.take();
+        let Some(first) = batch.first() else {
+            return Ok(());
+        };
+        let input_type = first.input_type;
+        // The call may run as long as the most patient request allows;
+        // requests past their own deadline are answered 408 after it.
+        let timeout = batch
+            .iter()
+            .map(|p| p.deadline.remaining())
+            .reduce(|a, b| a.zip(b).map(|(a, b)| a.max(b)))
+            .flatten();
+        let inputs: Vec<String> = batch.iter().flat_map(|p| p.inputs.clone()).collect();
+        match call(instance, timeout, &inputs, input_type) {
+            Ok(mut results) => {
+                for p in batch.into_iter().rev() {
+                    let mine = results.split_off(results.len() - p.inputs.len());
+                    let _ = p.reply.send(p.deadline.check().map(|()| mine));
+                }
+                Ok(())
+            }
+            Err(e) if e.instance_survives() && batch.len() > 1 => {
+                let mut alone = batch.into_iter();
+                while let Some(p) = alone.next() {
+                    match call(instance, p.deadline.remaining(), &p.inputs, input_type) {
+                        Ok(mine) => drop(p.reply.send(Ok(mine))),
+                        Err(e) if e.instance_survives() => {
+                            drop(p.reply.send(Err(e.to_es_error(p.deadline))))
+                        }
+                        Err(e) => {
+                            fail(std::iter::once(p).chain(alone), &e);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                fail(batch, &e);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Answers every request of `batch` with `error`.
+fn fail<T>(batch: impl IntoIterator<Item = Pending<T>>, error: &CallError) {
+    for p in batch {
+        let _ = p.reply.send(Err(error.to_es_error(p.deadline)));
+    }
+}
