@@ -49,7 +49,12 @@ impl Graph for WasiNnGraph {
         let tensors = inputs
             .into_iter()
             .map(|input| {
-                let bytes: Vec<u8> = input.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let bytes = input
+                    .values
+                    .iter()
+                    .map(|v| v.to_le_bytes())
+                    .collect::<Vec<[u8; 8]>>()
+                    .into_flattened();
                 (
                     input.name.to_string(),
                     Tensor::new(&dims, TensorType::I64, &bytes),

@@ -212,7 +212,14 @@ impl inference::HostGraphExecutionContext for NnView<'_> {
         let tensor = TensorRes {
             dimensions: output.shape.iter().map(|&d| d as u32).collect(),
             ty: TensorType::Fp32,
-            data: output.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            // One pass the compiler turns into a copy: SPLADE's logits run
+            // to hundreds of megabytes.
+            data: output
+                .values
+                .iter()
+                .map(|v| v.to_le_bytes())
+                .collect::<Vec<[u8; 4]>>()
+                .into_flattened(),
         };
         let name = graph.name.clone();
         Ok(Ok(vec![(name, self.hold(tensor)?)]))
