@@ -127,6 +127,12 @@ pub trait Backend {
 
     async fn run(&self, call: Call<'_>) -> Result<Answer<Self::Generation>, EsError>;
 
+    /// Whether this backend can serve `endpoint`, asked before it is stored:
+    /// an endpoint it refuses is never saved.
+    fn check(&self, _endpoint: &Endpoint) -> Result<(), EsError> {
+        Ok(())
+    }
+
     /// An endpoint was created or updated: a backend that keeps resources per
     /// endpoint (warm instances) makes them anew.
     fn endpoint_saved(&self, _endpoint: &Endpoint) -> Result<(), EsError> {
@@ -418,6 +424,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
             } => {
                 let endpoint =
                     crate::parse_put(task_type, &inference_id, &body().await?, &self.catalog)?;
+                self.backend.check(&endpoint)?;
                 if !self.store.create(&endpoint).await? {
                     return Err(EsError::already_exists(&inference_id));
                 }
@@ -431,6 +438,7 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 let body = body().await?;
                 let existing = self.endpoint(&inference_id).await?;
                 let updated = crate::parse_update(&existing, task_type, &body)?;
+                self.backend.check(&updated)?;
                 self.store.replace(&updated).await?;
                 self.backend.endpoint_saved(&updated)?;
                 json.ok(&updated.info_json())

@@ -204,6 +204,13 @@ impl es_wire::Backend for Pools {
         })
     }
 
+    fn check(&self, endpoint: &Endpoint) -> Result<(), EsError> {
+        let kind = TaskKind::for_task_type(endpoint.task_type);
+        self.runtime
+            .resolve_compute(kind, endpoint.service_settings.compute)
+            .map(drop)
+    }
+
     fn endpoint_saved(&self, endpoint: &Endpoint) -> Result<(), EsError> {
         // In-flight requests finish on the old pool; new ones get the new one.
         self.pools.lock().unwrap().remove(&endpoint.inference_id);

@@ -151,6 +151,37 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
     }
 }
 
+/// A server without ONNX Runtime refuses an endpoint that asks for it, says
+/// what to do, and stores nothing; host compute falls back to tract.
+#[test]
+fn onnxruntime_asked_of_a_server_without_it_is_refused_and_not_stored() {
+    let server = Server::start_kind(
+        Kind::Native,
+        &["--onnxruntime", "/nonexistent/libonnxruntime.so"],
+    )
+    .expect("native host starts");
+    let settings = |compute: &str| {
+        json!({"service": "elasticsearch", "service_settings": {
+            "model_id": "all-minilm-l6-v2", "num_allocations": 1, "compute": compute}})
+    };
+    let (status, body) =
+        cases::body(server.put("/_inference/text_embedding/ort", &settings("onnxruntime")));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "illegal_argument_exception");
+    let reason = body["error"]["reason"].as_str().unwrap();
+    assert!(reason.contains("start it with --onnxruntime"), "{reason}");
+    let (status, _) = cases::body(server.get("/_inference/ort"));
+    assert_eq!(status, 404, "a refused endpoint is not stored");
+    let (status, body) =
+        cases::body(server.put("/_inference/text_embedding/host-tract", &settings("tract")));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = cases::body(server.post(
+        "/_inference/text_embedding/host-tract",
+        &json!({"input": "hello"}),
+    ));
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The numbers of an answer, one vector per input (sparse weights by token,
 /// rerank scores by document index).
 fn vectors(task: &str, body: &Value) -> Vec<Vec<(String, f32)>> {
