@@ -157,11 +157,10 @@ impl Encoder {
     /// Padded tokens per batch, so that the output stays within
     /// [`MAX_BATCH_OUTPUT_VALUES`].
     pub fn max_batch_tokens(&self) -> usize {
-        let width = match self.config.pooling {
+        max_batch_tokens(match self.config.pooling {
             Pooling::Splade => self.tokenizer.get_vocab_size(true),
             _ => self.config.dimensions,
-        };
-        MAX_BATCH_TOKENS.min(MAX_BATCH_OUTPUT_VALUES / width.max(1))
+        })
     }
 
     fn inputs(&self, encodings: &[&Encoding], len: usize) -> (Vec<Input<'_>>, Vec<Vec<u32>>) {
@@ -196,6 +195,13 @@ impl Encoder {
             .collect();
         (inputs, mask)
     }
+}
+
+/// Padded tokens one batch may hold when each token's output is `width`
+/// values wide: [`MAX_BATCH_TOKENS`], fewer for wide outputs. A host that
+/// runs the graph accepts the same.
+pub fn max_batch_tokens(width: usize) -> usize {
+    MAX_BATCH_TOKENS.min(MAX_BATCH_OUTPUT_VALUES / width.max(1))
 }
 
 /// Groups inputs by token count (`lengths`): sorts them, then cuts batches

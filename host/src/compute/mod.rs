@@ -31,7 +31,7 @@ pub mod wasi_nn;
 
 use anyhow::{bail, Context as _, Result};
 use es_wire::Compute;
-use ml_core::encoder::{MAX_BATCH_OUTPUT_VALUES, MAX_BATCH_SIZE, MAX_BATCH_TOKENS};
+use ml_core::encoder::{max_batch_tokens, MAX_BATCH_OUTPUT_VALUES, MAX_BATCH_SIZE};
 use ml_core::{Input, ModelConfig, Output};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,12 +74,11 @@ pub struct Limits {
 
 impl Limits {
     fn new(config: &ModelConfig, output_width: Option<usize>) -> Self {
-        let width = output_width.unwrap_or(1).max(1);
         Self {
             inputs: config.inputs.clone(),
             max_batch: MAX_BATCH_SIZE,
             max_sequence: config.max_sequence_length,
-            max_tokens: MAX_BATCH_TOKENS.min(MAX_BATCH_OUTPUT_VALUES / width),
+            max_tokens: max_batch_tokens(output_width.unwrap_or(1)),
         }
     }
 }
