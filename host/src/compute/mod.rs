@@ -180,14 +180,6 @@ impl HostCompute {
             .or_insert(graph)
             .clone())
     }
-
-    /// Forgets graphs no endpoint uses any more.
-    pub fn retain(&self, keep: impl Fn(&Path, Compute) -> bool) {
-        self.graphs
-            .lock()
-            .unwrap()
-            .retain(|(dir, c), _| keep(dir, *c));
-    }
 }
 
 /// The `libonnxruntime` of the `onnxruntime` wheel the model tooling
