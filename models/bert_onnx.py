@@ -41,6 +41,20 @@ class BertConfig:
         return self.hidden_size // self.num_heads
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockQuantized:
+    """A word embedding table kept quantised in the graph: entry [r, c] is
+    values[r, c] * scales[r, c // block], block = cols / scales.shape[1]. The
+    graph gathers rows of both and multiplies in fp32 (one rounding, as a
+    dequantisation to fp32 before export would do)."""
+    values: np.ndarray  # int8 [rows, cols]
+    scales: np.ndarray  # float32 [rows, cols / block]
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+
 def normalize_names(tensors):
     """Maps both HF spellings (`bert.` prefix, TF-era LayerNorm gamma/beta) to one."""
     out = {}
@@ -132,6 +146,25 @@ class _Graph:
         return self.op("Mul", [x, gate], name)
 
 
+def _word_embeddings(g):
+    name = "embeddings.word_embeddings.weight"
+    table = g.weights[name]
+    if not isinstance(table, BlockQuantized):
+        return g.op("Gather", [g.weight(name), "input_ids"], "emb/words")
+    # [batch, sequence, blocks, block] int8 values times [batch, sequence, blocks, 1] scales.
+    g.used.add(name)
+    cols, blocks = table.shape[1], table.scales.shape[1]
+    values = g.op("Gather", [g.const(f"{name}_int8", table.values), "input_ids"], "emb/words_int8")
+    values = g.op("Cast", [values], "emb/words_values", to=TensorProto.FLOAT)
+    values = g.op("Reshape", [values, g.const("const/word_blocks", np.array([0, 0, blocks, cols // blocks], np.int64))],
+                  "emb/words_blocks")
+    scales = g.op("Gather", [g.const(f"{name}_scales", table.scales.astype(np.float32)), "input_ids"],
+                  "emb/words_scales")
+    scales = g.op("Unsqueeze", [scales, g.const("const/axes_3", np.array([3], np.int64))], "emb/words_scales4d")
+    words = g.op("Mul", [values, scales], "emb/words_dequantized")
+    return g.op("Reshape", [words, g.const("const/word_rows", np.array([0, 0, cols], np.int64))], "emb/words")
+
+
 def _embeddings(g, cfg):
     shape = g.op("Shape", ["input_ids"], "emb/shape")
     seq_len = g.op("Slice", [shape, g.const("const/i1", np.array([1], np.int64)),
@@ -140,7 +173,7 @@ def _embeddings(g, cfg):
     # Position ids are 0..sequence-1: the first `sequence` rows of the table.
     positions = g.op("Slice", [g.weight("embeddings.position_embeddings.weight"), zero, seq_len, zero],
                      "emb/positions")
-    words = g.op("Gather", [g.weight("embeddings.word_embeddings.weight"), "input_ids"], "emb/words")
+    words = _word_embeddings(g)
     types = g.op("Gather", [g.weight("embeddings.token_type_embeddings.weight"), "token_type_ids"], "emb/types")
     x = g.op("Add", [g.op("Add", [words, types], "emb/words_types"), positions], "emb/sum")
     return g.layer_norm(x, "embeddings.LayerNorm", cfg.layer_norm_eps, "emb/out")
@@ -189,6 +222,8 @@ def _mlm_head(g, cfg, x):
     decoder = "cls.predictions.decoder.weight"
     if decoder not in g.weights:
         decoder = "embeddings.word_embeddings.weight"
+    if isinstance(g.weights[decoder], BlockQuantized):
+        raise ValueError("the mlm head needs an fp32 decoder; the word embeddings are quantised")
     decoder_t = g.op("Transpose", [g.weight(decoder)], "mlm/decoder_t", perm=[1, 0])
     bias_name = "cls.predictions.bias" if "cls.predictions.bias" in g.weights else "cls.predictions.decoder.bias"
     return g.op("Add", [g.op("MatMul", [t, decoder_t], "mlm/decode"), g.weight(bias_name)], "logits")

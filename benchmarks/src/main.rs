@@ -30,8 +30,9 @@ enum Bench {
     Rerank(workload::Options),
     /// SmolLM2 streaming: time to first token and tokens/s, server vs native.
     Completion(completion::CompletionArgs),
-    /// all-minilm-l6-v2 through the Spin app (test host, an instance per
-    /// request, pre-initialised model) vs the native host vs the native core.
+    /// text_embedding through the Spin app (test host, an instance per
+    /// request, its snapshot's model: multilingual-e5-small) vs the native
+    /// host vs the native core.
     Spin(workload::Options),
 }
 

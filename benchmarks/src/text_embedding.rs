@@ -56,6 +56,7 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
     for compute in &options.computes {
         measured.push(bench_server(
             Kind::Native,
+            MODEL,
             Some(compute),
             options,
             &corpus,
@@ -80,9 +81,16 @@ pub fn run(args: &EmbeddingArgs) -> Result<()> {
 pub fn run_spin(options: &Options) -> Result<()> {
     options.check()?;
     let corpus = workload::corpus()?;
-    let model_dir = e2e_tests::model_cache().join(MODEL);
+    // The model the Spin app's text-embedding snapshot holds: another would
+    // load on every request.
+    let model = es_wire::PRECONFIGURED
+        .iter()
+        .find(|(_, task, _)| *task == es_wire::TaskType::TextEmbedding)
+        .map(|(_, _, model)| *model)
+        .expect("a preconfigured text_embedding endpoint");
+    let model_dir = e2e_tests::model_cache().join(model);
     workload::print_header(
-        &format!("text_embedding on {MODEL} through the Spin app"),
+        &format!("text_embedding on {model} through the Spin app"),
         corpus.len(),
         options,
     );
@@ -90,6 +98,7 @@ pub fn run_spin(options: &Options) -> Result<()> {
     let reference = reference(&model_dir, reference_texts)?;
     let spin = bench_server(
         Kind::Spin,
+        model,
         None,
         options,
         &corpus,
@@ -99,6 +108,7 @@ pub fn run_spin(options: &Options) -> Result<()> {
     let baselines = vec![
         bench_server(
             Kind::Native,
+            model,
             Some("sandbox"),
             options,
             &corpus,
@@ -122,6 +132,7 @@ fn reference(model_dir: &Path, texts: &[String]) -> Result<Vec<Vec<f32>>> {
 
 fn bench_server(
     kind: Kind,
+    model: &str,
     compute: Option<&str>,
     args: &Options,
     corpus: &[String],
@@ -131,12 +142,12 @@ fn bench_server(
     let server = server::start_kind(
         kind,
         "text_embedding",
-        "bench-minilm",
-        MODEL,
+        "bench-embed",
+        model,
         args.concurrency,
         compute,
     )?;
-    let url = format!("{}/_inference/text_embedding/bench-minilm", server.url);
+    let url = format!("{}/_inference/text_embedding/bench-embed", server.url);
     let embed = |client: &mut Client, texts: &[String]| -> Result<Vec<Vec<f32>>> {
         let body = server::post(client, &url, &json!({ "input": texts }))?;
         let items = body["text_embedding"]

@@ -2,14 +2,16 @@
 // sentences typed here, draws their similarity and the ranking for a query,
 // and compares the numbers with the server's /_inference API.
 //
-// Query parameters: `model` (default all-minilm-l6-v2), `models` (where the
+// Query parameters: `model` (default multilingual-e5-small), `models` (where the
 // model directories are, default `models/` beside the page), `server` (the
 // server to compare with, default this page's origin).
 
 import init, { TextEmbedder, kernels } from "./pkg/inference_browser.js";
 
 const params = new URLSearchParams(location.search);
-const MODEL = params.get("model") || "all-minilm-l6-v2";
+const MODEL = params.get("model") || "multilingual-e5-small";
+// The endpoint to compare with, for the models a preconfigured one serves.
+const PRECONFIGURED = { "multilingual-e5-small": ".multilingual-e5-small-elasticsearch" };
 const MODELS_BASE = new URL(params.get("models") || "models/", location.href);
 const WASM_URL = new URL("pkg/inference_browser_bg.wasm", import.meta.url);
 const MODEL_FILES = ["model.json", "tokenizer.json", "model.onnx"];
@@ -306,6 +308,14 @@ const demo = {
 window.demo = demo;
 
 $("server").value = params.get("server") || (location.protocol.startsWith("http") ? location.origin : "");
+$("endpoint").value = PRECONFIGURED[MODEL] ?? "";
+$("endpoint").placeholder = `an endpoint on ${MODEL}`;
+$("model").value = MODEL;
+// Another model is another page load: the running one holds its weights.
+$("model").addEventListener("change", () => {
+  params.set("model", $("model").value);
+  location.search = params.toString();
+});
 $("embed").addEventListener("click", embedAndDraw);
 $("compare").addEventListener("click", compare);
 

@@ -124,11 +124,15 @@ impl Catalog {
 }
 
 /// The task types a model whose `model.json` says `task` can serve: a
-/// text-embedding model also reranks (as a bi-encoder), a completion model
-/// also chats.
+/// text-embedding model also serves `embedding` (text content only) and
+/// reranks (as a bi-encoder), a completion model also chats.
 pub fn model_task_types(task: TaskType) -> Vec<TaskType> {
     match task {
-        TaskType::TextEmbedding => vec![TaskType::TextEmbedding, TaskType::Rerank],
+        TaskType::TextEmbedding => vec![
+            TaskType::TextEmbedding,
+            TaskType::Embedding,
+            TaskType::Rerank,
+        ],
         TaskType::Completion => vec![TaskType::Completion, TaskType::ChatCompletion],
         other => vec![other],
     }
@@ -141,7 +145,7 @@ pub const PRECONFIGURED: [(&str, TaskType, &str); 5] = [
     (
         ".multilingual-e5-small-elasticsearch",
         TaskType::TextEmbedding,
-        "all-minilm-l6-v2",
+        "multilingual-e5-small",
     ),
     (
         ".elser-2-elasticsearch",
@@ -199,7 +203,8 @@ pub fn preconfigured_endpoints(catalog: &Catalog, max_allocations: u32) -> Vec<E
                 compute: None,
             },
             task_settings: Default::default(),
-            chunking_settings: None,
+            chunking_settings: crate::settings::takes_chunking_settings(*task_type)
+                .then(crate::default_chunking_settings),
         })
         .collect()
 }
@@ -240,7 +245,11 @@ mod tests {
         );
         assert_eq!(
             found[0].info().task_types,
-            [TaskType::TextEmbedding, TaskType::Rerank]
+            [
+                TaskType::TextEmbedding,
+                TaskType::Embedding,
+                TaskType::Rerank
+            ]
         );
         assert!(
             scan_models(&root).is_empty(),
@@ -250,6 +259,7 @@ mod tests {
 
     #[test]
     fn only_endpoints_whose_model_serves_the_task_exist() {
+        // MiniLM alone serves the rerank endpoint; the text endpoint needs E5.
         let catalog = Catalog::new(vec![ModelInfo {
             model_id: "all-minilm-l6-v2".into(),
             task_types: model_task_types(TaskType::TextEmbedding),
@@ -258,13 +268,7 @@ mod tests {
             .into_iter()
             .map(|e| e.inference_id)
             .collect();
-        assert_eq!(
-            ids,
-            [
-                ".multilingual-e5-small-elasticsearch",
-                ".rerank-v1-elasticsearch"
-            ]
-        );
+        assert_eq!(ids, [".rerank-v1-elasticsearch"]);
         assert!(preconfigured_endpoints(&Catalog::new(vec![]), 2).is_empty());
     }
 }

@@ -148,8 +148,15 @@ pub fn endpoints_response(endpoints: &[Endpoint]) -> Value {
     json!({"endpoints": endpoints.iter().map(Endpoint::info_json).collect::<Vec<_>>()})
 }
 
-/// `{"acknowledged": true, "pipelines": [...]}`, the answer of DELETE
-/// (`pipelines` lists ingest pipelines using the endpoint: none here).
-pub fn delete_response(pipelines: &[String]) -> Value {
-    json!({"acknowledged": true, "pipelines": pipelines})
+/// The answer of DELETE, as `DeleteInferenceEndpointAction.Response`:
+/// `pipelines` and `indexes` list what uses the endpoint (ingest pipelines,
+/// `semantic_text` mappings: nothing here). A dry run deletes nothing, so it
+/// is not acknowledged, and carries an `error_message` that would explain a
+/// refusal (empty: nothing refers to the endpoint).
+pub fn delete_response(dry_run: bool) -> Value {
+    if dry_run {
+        json!({"acknowledged": false, "pipelines": [], "indexes": [], "error_message": ""})
+    } else {
+        json!({"acknowledged": true, "pipelines": [], "indexes": []})
+    }
 }

@@ -209,22 +209,13 @@ impl EsError {
         ))
     }
 
-    /// 400 for creating an endpoint with a reserved (dot-prefixed) id.
-    pub fn reserved_id(id: &str) -> Self {
-        Self::status_exception(
-            400,
-            format!(
-                "[{id}] is a reserved inference Id. Cannot create a new inference endpoint with a reserved Id"
-            ),
-        )
-    }
-
-    /// 400 for deleting or updating a preconfigured (dot-prefixed) endpoint.
+    /// 400 for deleting a preconfigured (dot-prefixed) endpoint without
+    /// `?force=true`.
     pub fn reserved_endpoint(id: &str) -> Self {
         Self::status_exception(
             400,
             format!(
-                "[{id}] is a reserved inference endpoint. Cannot delete a reserved inference endpoint."
+                "[{id}] is a reserved inference endpoint. Use the force=true query parameter to delete the inference endpoint."
             ),
         )
     }

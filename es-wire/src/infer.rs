@@ -158,6 +158,8 @@ pub fn check_inference_target(
 ///
 /// As Elasticsearch: `input` is a string or an array (numbers and booleans in
 /// it are taken as text), required and non-empty (empty strings are allowed);
+/// for `embedding`, content objects too, alone or in the array
+/// ([`embedding_content`]);
 /// unknown fields and wrong types are a 400 `x_content_parse_exception`
 /// located like Jackson (`[line:col]`); `query` is required and non-empty for
 /// `rerank` and refused for the embedding tasks (ignored by `completion`);
@@ -196,19 +198,24 @@ pub fn parse_inference(
         let bad = || wrong_type(body, p, k, v);
         match (k.as_str(), v) {
             ("input", Value::String(s)) => input = Some(vec![s.clone()]),
+            ("input", Value::Object(_)) if task_type == TaskType::Embedding => {
+                input = Some(vec![embedding_content(v)?])
+            }
             ("input", Value::Array(items)) => {
-                let texts = items.iter().map(|item| match item {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    Value::Bool(b) => Some(b.to_string()),
-                    _ => None,
-                });
-                input = Some(texts.collect::<Option<Vec<_>>>().ok_or_else(|| {
+                let unparsable = || {
                     EsError::x_content_parse(format!(
                         "{} [{p}] failed to parse field [input]",
                         value_loc(body, k)
                     ))
-                })?);
+                };
+                let texts = items.iter().map(|item| match item {
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) => Ok(n.to_string()),
+                    Value::Bool(b) => Ok(b.to_string()),
+                    Value::Object(_) if task_type == TaskType::Embedding => embedding_content(item),
+                    _ => Err(unparsable()),
+                });
+                input = Some(texts.collect::<Result<Vec<_>, _>>()?);
             }
             ("query", Value::String(s)) => req.query = Some(s.clone()),
             ("input_type", Value::String(s)) => req.input_type = Some(s.parse()?),
@@ -296,6 +303,46 @@ pub fn parse_inference(
     }
     req.input = input;
     Ok(req)
+}
+
+/// The text of one `embedding` input given as content,
+/// `{"content": {"type": "text", "format": "text", "value": "..."}}` (the
+/// specification's `RequestEmbedding`; `content` may also be a list of one
+/// such item). The models here embed text alone: any other type (image,
+/// audio, video, pdf) is refused by name.
+fn embedding_content(item: &Value) -> Result<String, EsError> {
+    let bad = |why: &str| EsError::status_exception(400, format!("Invalid embedding input: {why}"));
+    let content = match item.get("content") {
+        Some(Value::Array(parts)) if parts.len() == 1 => &parts[0],
+        Some(Value::Array(parts)) => {
+            return Err(bad(&format!(
+                "[content] has [{}] items; the models of this server embed one text item per input",
+                parts.len()
+            )))
+        }
+        Some(c @ Value::Object(_)) => c,
+        _ => return Err(bad("each object in [input] needs a [content] object")),
+    };
+    let field = |name: &str| content.get(name).and_then(Value::as_str);
+    let kind = field("type").ok_or_else(|| bad("[content] needs a [type]"))?;
+    if kind != "text" {
+        return Err(EsError::status_exception(
+            400,
+            format!(
+                "Data type [{kind}] is not supported: the models of this server take text only; send [{{\"type\": \"text\", \"value\": ...}}]"
+            ),
+        ));
+    }
+    let format = field("format").unwrap_or("text");
+    if format != "text" {
+        return Err(EsError::status_exception(
+            400,
+            format!("Data type [text] does not support data format [{format}], supported formats are [text]"),
+        ));
+    }
+    field("value")
+        .map(String::from)
+        .ok_or_else(|| bad("[content] needs a string [value]"))
 }
 
 /// Role of a chat message (`developer` is taken as `system`, as OpenAI does).
@@ -505,6 +552,49 @@ mod tests {
 
     fn parse(task: TaskType, body: &str) -> Result<InferenceRequest, EsError> {
         parse_inference(task, body.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn embedding_takes_text_content_objects() {
+        let text = |v: &str| {
+            format!(r#"{{"content": {{"type": "text", "format": "text", "value": "{v}"}}}}"#)
+        };
+        let r = parse(
+            TaskType::Embedding,
+            &format!(r#"{{"input": {}}}"#, text("a")),
+        )
+        .unwrap();
+        assert_eq!(r.input, ["a"]);
+        let body = format!(
+            r#"{{"input": ["b", {}, {{"content": [{{"type": "text", "value": "d"}}]}}], "input_type": "search"}}"#,
+            text("c")
+        );
+        let r = parse(TaskType::Embedding, &body).unwrap();
+        assert_eq!(r.input, ["b", "c", "d"]);
+        let image = r#"{"input": {"content": {"type": "image", "format": "base64", "value": "data:image/png;base64,AAAA"}}}"#;
+        let e = parse(TaskType::Embedding, image).unwrap_err();
+        assert_eq!((e.status, e.error_type), (400, "status_exception"));
+        assert!(
+            e.reason.starts_with("Data type [image] is not supported"),
+            "{}",
+            e.reason
+        );
+        let e = parse(
+            TaskType::Embedding,
+            r#"{"input": [{"content": {"type": "text", "format": "base64", "value": "x"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.reason,
+            "Data type [text] does not support data format [base64], supported formats are [text]"
+        );
+        // Only the embedding task takes content objects.
+        let e = parse(
+            TaskType::TextEmbedding,
+            &format!(r#"{{"input": [{}]}}"#, text("a")),
+        )
+        .unwrap_err();
+        assert_eq!(e.error_type, "x_content_parse_exception");
     }
 
     #[test]

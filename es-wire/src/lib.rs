@@ -26,6 +26,7 @@
 //! crate follows Elasticsearch 9.1, including its error wording.
 
 mod catalog;
+mod chunking;
 mod endpoint;
 mod error;
 mod generation;
@@ -42,6 +43,7 @@ pub use catalog::{
     model_cache, model_task_types, preconfigured_endpoints, scan_models, Catalog, InstalledModel,
     ModelInfo, COMPONENT_FILES, DEFAULT_MODEL_CACHE, PRECONFIGURED, WASI_NN_COMPONENT_FILES,
 };
+pub use chunking::{default_chunking_settings, parse_chunking_settings};
 pub use endpoint::{
     delete_response, endpoints_response, AdaptiveAllocations, Compute, Endpoint,
     LongDocumentStrategy, ServiceSettings, ELSER_SERVICE, SERVICE,

@@ -447,20 +447,26 @@ impl<S: EndpointStore, B: Backend> Service<S, B> {
                 task_type,
                 inference_id,
                 dry_run,
-                // Nothing refers to an endpoint here (no ingest pipelines), so
-                // there is never anything to force past.
-                force: _,
+                force,
             } => {
-                if crate::is_reserved_id(&inference_id) {
+                let reserved = crate::is_reserved_id(&inference_id);
+                if reserved && !force {
                     return Err(EsError::reserved_endpoint(&inference_id));
                 }
                 let endpoint = self.endpoint(&inference_id).await?;
                 check_requested(task_type, &endpoint)?;
+                // Nothing here refers to an endpoint (no ingest pipelines or
+                // mappings), so `force` has no reference check to skip. It
+                // does let a preconfigured endpoint go: as in Elasticsearch,
+                // its instances stop and it stays listed, loading again on
+                // its next use.
                 if !dry_run {
-                    self.store.delete(&inference_id).await?;
+                    if !reserved {
+                        self.store.delete(&inference_id).await?;
+                    }
                     self.backend.endpoint_deleted(&inference_id);
                 }
-                json.ok(&crate::delete_response(&[]))
+                json.ok(&crate::delete_response(dry_run))
             }
             Route::Infer {
                 task_type,
@@ -782,10 +788,14 @@ mod tests {
     }
 
     fn service() -> Service<MemoryStore, NoTasks> {
-        let catalog = Catalog::new(vec![ModelInfo {
-            model_id: "all-minilm-l6-v2".into(),
-            task_types: crate::model_task_types(TaskType::TextEmbedding),
-        }]);
+        let catalog = Catalog::new(
+            ["all-minilm-l6-v2", "multilingual-e5-small"]
+                .map(|id| ModelInfo {
+                    model_id: id.into(),
+                    task_types: crate::model_task_types(TaskType::TextEmbedding),
+                })
+                .to_vec(),
+        );
         Service {
             store: MemoryStore::default(),
             backend: NoTasks,

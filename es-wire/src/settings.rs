@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::catalog::Catalog;
+use crate::chunking::parse_chunking_settings;
 use crate::endpoint::{
     AdaptiveAllocations, Compute, Endpoint, LongDocumentStrategy, ServiceSettings, ELSER_SERVICE,
     SERVICE,
@@ -19,8 +20,10 @@ use crate::types::{validate_inference_id, ElementType, InputType, Similarity, Ta
 /// - the id follows [`validate_inference_id`] (dot ids are reserved);
 /// - the body is `{service, service_settings, task_settings?,
 ///   chunking_settings?, task_type?}`; anything else is refused;
-/// - `service` is `elasticsearch`, or `elser` for `sparse_embedding`;
-/// - `service_settings.model_id` names an installed model;
+/// - `service` is `elasticsearch`, or `elser` for `sparse_embedding`; either
+///   way the endpoint is stored as `elasticsearch`, as Elasticsearch does;
+/// - `service_settings.model_id` names an installed model; `elser` defaults
+///   it to the sparse model of `.elser-2-elasticsearch`;
 /// - the task type comes from the path, else the body's `task_type`, else the
 ///   model when it serves exactly one task; the model must serve it;
 /// - `num_allocations` (≥ 1) or `adaptive_allocations` is required;
@@ -32,7 +35,8 @@ use crate::types::{validate_inference_id, ElementType, InputType, Similarity, Ta
 ///   `rerank`; `max_tokens` (≥ 1), `temperature` (≥ 0) and `top_p` (0..=1)
 ///   for `completion` and `chat_completion`; none for `sparse_embedding`;
 ///   unknown keys are refused;
-/// - `chunking_settings` (an object) only for embedding tasks.
+/// - `chunking_settings` only for embedding tasks, checked and completed by
+///   [`parse_chunking_settings`] (the default when absent).
 pub fn parse_put(
     path_task: Option<TaskType>,
     id: &str,
@@ -100,6 +104,9 @@ pub fn parse_put(
     let chunking_settings = config.remove("chunking_settings").filter(|v| !v.is_null());
 
     let model_id = match service_settings.remove("model_id") {
+        // The `elser` service defaults its model (Elasticsearch's
+        // `.elser_model_2`): here, the sparse model `.elser-2-elasticsearch` serves.
+        None | Some(Value::Null) if service == ELSER_SERVICE => elser_model().to_string(),
         None | Some(Value::Null) => {
             return Err(EsError::illegal_argument(
                 "Error parsing service settings, model_id must be provided",
@@ -143,20 +150,15 @@ pub fn parse_put(
             ),
         ));
     }
-    let chunking_settings = match chunking_settings {
-        Some(v)
-            if matches!(
-                task_type,
-                TaskType::TextEmbedding | TaskType::SparseEmbedding | TaskType::Embedding
-            ) =>
-        {
-            Some(Value::Object(take_object("chunking_settings", v)?))
-        }
-        Some(v) => {
-            config.insert("chunking_settings".into(), v);
-            None
-        }
-        None => None,
+    let chunking_settings = if takes_chunking_settings(task_type) {
+        let settings = chunking_settings
+            .map(|v| take_object("chunking_settings", v))
+            .transpose()?;
+        Some(parse_chunking_settings(settings)?)
+    } else {
+        // Left over, so refused below as a setting the service does not know.
+        config.extend(chunking_settings.map(|v| ("chunking_settings".into(), v)));
+        None
     };
     if !config.is_empty() {
         return Err(unknown_settings(&config));
@@ -511,6 +513,23 @@ fn take_object(key: &str, v: Value) -> Result<Obj, EsError> {
     }
 }
 
+/// The tasks whose endpoints carry `chunking_settings`: those that embed.
+pub(crate) fn takes_chunking_settings(task: TaskType) -> bool {
+    matches!(
+        task,
+        TaskType::TextEmbedding | TaskType::SparseEmbedding | TaskType::Embedding
+    )
+}
+
+/// The model of the preconfigured ELSER endpoint.
+fn elser_model() -> &'static str {
+    crate::PRECONFIGURED
+        .iter()
+        .find(|(_, task, _)| *task == TaskType::SparseEmbedding)
+        .map(|(_, _, model)| *model)
+        .expect("a preconfigured sparse_embedding endpoint")
+}
+
 fn unknown_model(model_id: &str, catalog: &Catalog) -> EsError {
     let installed: Vec<&str> = catalog.models.iter().map(|m| m.model_id.as_str()).collect();
     EsError::illegal_argument(format!(
@@ -689,7 +708,8 @@ mod tests {
         assert_eq!(
             e.info_json(),
             json!({"inference_id": "my-e5", "task_type": "text_embedding", "service": "elasticsearch",
-                   "service_settings": {"num_allocations": 1, "num_threads": 1, "model_id": "all-minilm-l6-v2"}})
+                   "service_settings": {"num_allocations": 1, "num_threads": 1, "model_id": "all-minilm-l6-v2"},
+                   "chunking_settings": {"strategy": "sentence", "max_chunk_size": 250, "sentence_overlap": 1}})
         );
         let back: Endpoint = serde_json::from_value(e.info_json()).unwrap();
         assert_eq!(back, e);
@@ -771,6 +791,25 @@ mod tests {
         let body = json!({"service": "elser", "service_settings": {"model_id": "splade-tiny", "num_allocations": 1}});
         let e = put(Some(TaskType::SparseEmbedding), "s", body).unwrap();
         assert_eq!(e.service, "elasticsearch");
+        // `elser` defaults the model; `elasticsearch` needs one.
+        let body = json!({"service": "elser", "service_settings": {"num_allocations": 1}});
+        let e = put(None, "s", body.clone()).unwrap();
+        assert_eq!(
+            (
+                e.task_type,
+                e.service.as_str(),
+                e.service_settings.model_id.as_str()
+            ),
+            (TaskType::SparseEmbedding, "elasticsearch", "splade-tiny")
+        );
+        let mut b = body;
+        b["service"] = json!("elasticsearch");
+        assert_eq!(
+            put(Some(TaskType::SparseEmbedding), "s", b)
+                .unwrap_err()
+                .reason,
+            "Error parsing service settings, model_id must be provided"
+        );
         let mut b = minilm(json!({}));
         b["service"] = json!("elser");
         let e = put(Some(TaskType::TextEmbedding), "s", b.clone()).unwrap_err();
@@ -912,9 +951,33 @@ mod tests {
     #[test]
     fn ids_are_checked() {
         let e = put(Some(TaskType::TextEmbedding), "My-E5", minilm(json!({}))).unwrap_err();
-        assert_eq!(e.error_type, "illegal_argument_exception");
+        assert_eq!(e.error_type, "action_request_validation_exception");
         let e = put(Some(TaskType::TextEmbedding), ".my-e5", minilm(json!({}))).unwrap_err();
-        assert!(e.reason.contains("reserved"));
+        assert!(
+            e.reason.contains("Invalid inference_id; '.my-e5'"),
+            "{}",
+            e.reason
+        );
+    }
+
+    #[test]
+    fn chunking_settings_only_for_embedding_tasks() {
+        let mut b = minilm(json!({}));
+        b["chunking_settings"] = json!({"strategy": "word", "max_chunk_size": 100, "overlap": 10});
+        let e = put(Some(TaskType::TextEmbedding), "x", b.clone()).unwrap();
+        assert_eq!(e.chunking_settings, Some(b["chunking_settings"].clone()));
+        let e = put(Some(TaskType::Rerank), "x", b.clone()).unwrap_err();
+        assert!(
+            e.reason.contains("unknown to the [elasticsearch] service"),
+            "{}",
+            e.reason
+        );
+        b["chunking_settings"] = json!({"max_chunk_size": 100});
+        let e = put(Some(TaskType::TextEmbedding), "x", b).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "Can't generate Chunker without ChunkingStrategy provided"
+        );
     }
 
     #[test]
@@ -1045,8 +1108,12 @@ mod tests {
             "r"
         );
         assert_eq!(
-            delete_response(&[]),
-            json!({"acknowledged": true, "pipelines": []})
+            delete_response(false),
+            json!({"acknowledged": true, "pipelines": [], "indexes": []})
+        );
+        assert_eq!(
+            delete_response(true),
+            json!({"acknowledged": false, "pipelines": [], "indexes": [], "error_message": ""})
         );
     }
 

@@ -192,31 +192,31 @@ pub fn is_reserved_id(id: &str) -> bool {
     id.starts_with('.')
 }
 
-/// The rules for the id of a new endpoint: lowercase `a-z`, `0-9`, `-` and
-/// `_`, starting and ending with a letter or digit, at most 64 characters.
-/// Dot-prefixed ids are reserved for preconfigured endpoints.
+/// The rules for the id of a new endpoint, as `PutInferenceModelAction`'s
+/// request validation (`MlStrings.isValidId`): lowercase `a-z`, `0-9`, `-`,
+/// `_` and `.`, starting and ending with a letter or digit, at most 64
+/// characters. So a dot-prefixed id, reserved for preconfigured endpoints,
+/// is refused before any reserved-id check could see it. Errors are 400
+/// `action_request_validation_exception`.
 ///
 /// Use it only when creating: lookups (GET, POST, DELETE) take any id and
 /// answer 404 when it does not exist, so preconfigured endpoints stay usable.
 pub fn validate_inference_id(id: &str) -> Result<(), EsError> {
-    if is_reserved_id(id) {
-        return Err(EsError::reserved_id(id));
-    }
     let b = id.as_bytes();
     let inner_ok =
-        |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_';
+        |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'_' | b'.');
     let edge_ok = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid =
         !b.is_empty() && b.iter().all(inner_ok) && edge_ok(&b[0]) && edge_ok(&b[b.len() - 1]);
     if !valid {
-        return Err(EsError::illegal_argument(format!(
+        return Err(EsError::request_validation(vec![format!(
             "Invalid inference_id; '{id}' can contain lowercase alphanumeric (a-z and 0-9), hyphens or underscores; must start and end with alphanumeric"
-        )));
+        )]));
     }
     if id.len() > MAX_ID_LEN {
-        return Err(EsError::illegal_argument(format!(
+        return Err(EsError::request_validation(vec![format!(
             "Invalid inference_id; '{id}' cannot contain more than {MAX_ID_LEN} characters."
-        )));
+        )]));
     }
     Ok(())
 }
@@ -390,32 +390,40 @@ mod tests {
 
     #[test]
     fn id_rules() {
-        for ok in ["a", "my-e5", "e5_small-2", "0", &"a".repeat(64)] {
+        for ok in ["a", "my-e5", "e5_small-2", "0", "e5.v2", &"a".repeat(64)] {
             validate_inference_id(ok).unwrap();
         }
+        // Preconfigured ids start with a dot: refused as any other bad id.
         for bad in [
-            "", "-a", "a-", "_a", "a_", "My-E5", "a b", "a.b", "é", "a/b",
+            "",
+            "-a",
+            "a-",
+            "_a",
+            "a_",
+            "My-E5",
+            "a b",
+            "a.",
+            "é",
+            "a/b",
+            ".elser-2-elasticsearch",
         ] {
             let e = validate_inference_id(bad).unwrap_err();
             assert_eq!(
                 (e.status, e.error_type),
-                (400, "illegal_argument_exception"),
+                (400, "action_request_validation_exception"),
                 "{bad}"
             );
             assert_eq!(
                 e.reason,
-                format!("Invalid inference_id; '{bad}' can contain lowercase alphanumeric (a-z and 0-9), hyphens or underscores; must start and end with alphanumeric")
+                format!("Validation Failed: 1: Invalid inference_id; '{bad}' can contain lowercase alphanumeric (a-z and 0-9), hyphens or underscores; must start and end with alphanumeric;")
             );
         }
         let long = "a".repeat(65);
         let e = validate_inference_id(&long).unwrap_err();
         assert_eq!(
             e.reason,
-            format!("Invalid inference_id; '{long}' cannot contain more than 64 characters.")
+            format!("Validation Failed: 1: Invalid inference_id; '{long}' cannot contain more than 64 characters.;")
         );
-        let e = validate_inference_id(".elser-2-elasticsearch").unwrap_err();
-        assert_eq!(e.status, 400);
-        assert!(e.reason.contains("is a reserved inference Id"));
         assert!(is_reserved_id(".x") && !is_reserved_id("x"));
     }
 

@@ -61,6 +61,7 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         body: RequestBody(body),
     };
     let reply = app.handle(incoming).await;
+    record(&app, &parts, reply.status, started);
     tracing::info!(
         method = %parts.method,
         path = %parts.uri.path(),
@@ -69,6 +70,29 @@ async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
         "request"
     );
     into_response(reply)
+}
+
+/// The request metrics of an inference request (`POST` to an endpoint that
+/// exists; see [`crate::metrics`]).
+fn record(app: &App, parts: &axum::http::request::Parts, status: u16, started: Instant) {
+    use es_wire::Route;
+    let route = es_wire::route(parts.method.as_str(), parts.uri.path(), parts.uri.query());
+    let (Ok(Route::Infer { inference_id, .. }) | Ok(Route::Stream { inference_id, .. })) = route
+    else {
+        return;
+    };
+    let Some(task) = app.backend.task_of(&inference_id) else {
+        return;
+    };
+    let (id, task) = (inference_id, task.to_string());
+    metrics::counter!("inference_requests_total", "inference_id" => id.clone(), "task" => task.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("inference_request_duration_seconds", "inference_id" => id.clone(), "task" => task.clone())
+        .record(started.elapsed());
+    if matches!(status, 408 | 413 | 429) {
+        metrics::counter!("inference_rejected_total", "inference_id" => id, "task" => task, "status" => status.to_string())
+            .increment(1);
+    }
 }
 
 fn into_response(reply: Reply<crate::backend::Generation>) -> Response {

@@ -12,10 +12,12 @@ use crate::pool::{Pool, PoolConfig};
 use crate::runtime::{Embedding, Instance, Runtime, TaskKind};
 use es_wire::{
     Answer, Call, Deadline, Endpoint, EsError, GenerationEnd, GenerationParams, Prompt, Task,
+    TaskType,
 };
+use metrics::{counter, histogram};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Idle instances above an endpoint's minimum are dropped after this long.
@@ -34,6 +36,7 @@ pub struct Pools {
 
 /// An endpoint's instances, and the queues that batch its embedding requests.
 struct Serving {
+    task: TaskType,
     pool: Arc<Pool>,
     dense: Arc<Batches<Embedding>>,
     sparse: Arc<Batches<es_wire::SparseEmbedding>>,
@@ -81,6 +84,12 @@ impl Pools {
         });
     }
 
+    /// The task type of a served endpoint: the metrics label requests with
+    /// it, and only requests to endpoints that exist.
+    pub fn task_of(&self, id: &str) -> Option<TaskType> {
+        self.pools.lock().unwrap().get(id).map(|s| s.task)
+    }
+
     /// The instances serving `endpoint`, created on first use.
     fn serving(&self, endpoint: &Endpoint) -> Result<Arc<Serving>, EsError> {
         let mut pools = self.pools.lock().unwrap();
@@ -101,6 +110,7 @@ impl Pools {
         let pool = Pool::new(
             self.runtime.clone(),
             PoolConfig {
+                endpoint: endpoint.inference_id.clone(),
                 kind,
                 model_dir: model.dir.clone(),
                 compute,
@@ -110,6 +120,7 @@ impl Pools {
             },
         );
         let serving = Arc::new(Serving {
+            task: endpoint.task_type,
             pool,
             dense: Batches::new(self.max_batch_inputs),
             sparse: Batches::new(self.max_batch_inputs),
@@ -140,22 +151,38 @@ impl Pools {
     /// the returned [`Generation`].
     fn generate(
         pool: Arc<Pool>,
+        endpoint: String,
         prompt: Prompt,
         params: GenerationParams,
         deadline: Deadline,
     ) -> Generation {
         let (tx, events) = mpsc::channel(32);
+        let started = Instant::now();
         tokio::spawn(async move {
             let chunks = tx.clone();
+            let id = endpoint.clone();
             let result = pool
                 .run(deadline, move |instance, timeout| {
+                    let mut first = true;
                     instance.generate(timeout, prompt, params, |chunk| {
+                        if std::mem::take(&mut first) {
+                            histogram!("inference_time_to_first_token_seconds", "inference_id" => id.clone())
+                                .record(started.elapsed());
+                        }
                         chunks
                             .blocking_send(Event::Chunk(chunk.to_string()))
                             .is_ok()
                     })
                 })
                 .await;
+            if let Ok(end) = &result {
+                let tokens = |kind: &'static str, n: u32| {
+                    counter!("inference_tokens_total", "inference_id" => endpoint.clone(), "kind" => kind)
+                        .increment(u64::from(n))
+                };
+                tokens("prompt", end.prompt_tokens);
+                tokens("generated", end.completion_tokens);
+            }
             let _ = tx
                 .send(result.map_or_else(Event::Failed, Event::Done))
                 .await;
@@ -174,6 +201,14 @@ impl es_wire::Backend for Pools {
         let serving = self.serving(call.endpoint)?;
         let pool = &serving.pool;
         let deadline = call.deadline;
+        let id = &call.endpoint.inference_id;
+        let inputs = match &call.task {
+            Task::Embed { inputs, .. } | Task::SparseEmbed { inputs, .. } => inputs.len(),
+            Task::Rerank { documents, .. } => documents.len(),
+            Task::Generate { .. } => 1,
+        };
+        counter!("inference_inputs_total", "inference_id" => id.clone(), "task" => serving.task.to_string())
+            .increment(inputs as u64);
         Ok(match call.task {
             Task::Embed { inputs, input_type } => {
                 let embeddings = serving
@@ -198,9 +233,13 @@ impl es_wire::Backend for Pools {
                 })
                 .await?,
             ),
-            Task::Generate { prompt, params } => {
-                Answer::Generation(Pools::generate(pool.clone(), prompt, params, deadline))
-            }
+            Task::Generate { prompt, params } => Answer::Generation(Pools::generate(
+                pool.clone(),
+                id.clone(),
+                prompt,
+                params,
+                deadline,
+            )),
         })
     }
 

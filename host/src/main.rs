@@ -26,6 +26,10 @@ struct Cli {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "INFERENCE_LISTEN", default_value = "127.0.0.1:9200")]
     listen: SocketAddr,
+    /// Serve Prometheus metrics at `/metrics` on this address, apart from
+    /// the API [default: off].
+    #[arg(long, env = "INFERENCE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Where endpoint definitions and compiled components are kept
     /// [default: ~/.local/share/edge-inference].
     #[arg(long, env = "INFERENCE_DATA_DIR")]
@@ -283,6 +287,11 @@ async fn run(cli: Cli) -> Result<()> {
     let mut router = api::router(app.clone(), cli.demo_dir.clone().map(demo::routes));
     if let Some(security) = security {
         router = security::protect(router, security);
+    }
+    if let Some(addr) = cli.metrics_listen {
+        let address = inference_host::metrics::serve(addr).await?;
+        // Tests and scripts read this line to find the port.
+        println!("metrics on http://{address}/metrics");
     }
     let listener = std::net::TcpListener::bind(cli.listen)
         .with_context(|| format!("listening on {}", cli.listen))?;

@@ -11,12 +11,16 @@
 
 use crate::runtime::{CallError, Instance, Runtime, TaskKind};
 use es_wire::{Deadline, EsError};
+use metrics::{gauge, histogram};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub struct PoolConfig {
+    /// The inference id, for the metrics.
+    pub endpoint: String,
     pub kind: TaskKind,
     pub model_dir: PathBuf,
     /// Where the instances run the model's graph.
@@ -35,6 +39,8 @@ pub struct Pool {
     state: Mutex<State>,
     /// Signalled on every change of `state` that may let a request go on.
     changed: Notify,
+    /// Linear memory of this pool's instances, in bytes.
+    memory: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -42,6 +48,8 @@ struct State {
     idle: Vec<Instance>,
     /// Instances loaded or loading, idle or busy.
     live: usize,
+    /// Instances loading.
+    loading: usize,
     /// Requests waiting for an instance.
     waiting: usize,
 }
@@ -53,11 +61,28 @@ impl Pool {
             config,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            memory: Arc::default(),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the pool's gauges; called after every change of `state`.
+    fn publish(&self, state: &State) {
+        let id = self.config.endpoint.clone();
+        let instances = |kind: &'static str, n: usize| {
+            gauge!("inference_instances", "inference_id" => id.clone(), "state" => kind)
+                .set(n as f64)
+        };
+        let loaded = state.live.saturating_sub(state.loading);
+        instances("loaded", loaded);
+        instances("loading", state.loading);
+        instances("busy", loaded.saturating_sub(state.idle.len()));
+        gauge!("inference_queue_depth", "inference_id" => id.clone()).set(state.waiting as f64);
+        gauge!("inference_instance_memory_bytes", "inference_id" => id)
+            .set(self.memory.load(Ordering::Relaxed) as f64);
     }
 
     /// Loads instances up to `min` in the background.
@@ -87,14 +112,26 @@ impl Pool {
 
     fn create(&self) -> Result<Instance, EsError> {
         let started = Instant::now();
-        let instance = self
-            .runtime
-            .instantiate(
-                self.config.kind,
-                &self.config.model_dir,
-                self.config.compute,
-            )
+        {
+            let mut state = self.state();
+            state.loading += 1;
+            self.publish(&state);
+        }
+        let instance = self.runtime.instantiate(
+            self.config.kind,
+            &self.config.model_dir,
+            self.config.compute,
+            self.memory.clone(),
+        );
+        {
+            let mut state = self.state();
+            state.loading -= 1;
+            self.publish(&state);
+        }
+        let instance = instance
             .map_err(|e| EsError::internal(format!("could not start a model instance: {e:#}")))?;
+        histogram!("inference_model_load_seconds", "inference_id" => self.config.endpoint.clone())
+            .record(started.elapsed());
         tracing::info!(
             model = %instance.model_id,
             ms = started.elapsed().as_millis() as u64,
@@ -112,6 +149,7 @@ impl Pool {
                 Some(i) => state.idle.push(i),
                 None => state.live -= 1,
             }
+            self.publish(&state);
         }
         self.changed.notify_waiters();
     }
@@ -119,6 +157,11 @@ impl Pool {
     /// An idle instance, or `None`: a slot reserved to load one into;
     /// waiting for either within `deadline`.
     async fn acquire(&self, deadline: Deadline) -> Result<Option<Instance>, EsError> {
+        let started = Instant::now();
+        let waited = || {
+            histogram!("inference_queue_wait_seconds", "inference_id" => self.config.endpoint.clone())
+                .record(started.elapsed())
+        };
         let mut queued = None;
         loop {
             // Registered before looking, so no change between the look and
@@ -129,10 +172,14 @@ impl Pool {
             {
                 let mut state = self.state();
                 if let Some(i) = state.idle.pop() {
+                    self.publish(&state);
+                    waited();
                     return Ok(Some(i));
                 }
                 if state.live < self.config.max.max(1) {
                     state.live += 1;
+                    self.publish(&state);
+                    waited();
                     return Ok(None);
                 }
                 if queued.is_none() {
@@ -143,6 +190,7 @@ impl Pool {
                         )));
                     }
                     state.waiting += 1;
+                    self.publish(&state);
                     // Counted out on drop: a client that leaves while queued
                     // (its future dropped) must not keep its place.
                     queued = Some(Queued(self));
@@ -221,6 +269,7 @@ impl Pool {
             state.idle.remove(pos);
             state.live -= 1;
         }
+        self.publish(&state);
     }
 }
 
@@ -229,6 +278,8 @@ struct Queued<'a>(&'a Pool);
 
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
-        self.0.state().waiting -= 1;
+        let mut state = self.0.state();
+        state.waiting -= 1;
+        self.0.publish(&state);
     }
 }

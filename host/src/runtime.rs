@@ -12,9 +12,11 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// One set of bindings for every task: the `tasks` world exports all four
@@ -308,11 +310,14 @@ impl Runtime {
     /// A fresh instance of `kind` with the model in `model_dir` loaded, its
     /// graph running where `compute` says. Blocking: instantiation is fast,
     /// model loading takes up to a second.
+    ///
+    /// `memory` counts the linear memory of the instance while it lives.
     pub fn instantiate(
         &self,
         kind: TaskKind,
         model_dir: &Path,
         compute: Compute,
+        memory: Arc<AtomicU64>,
     ) -> Result<Instance> {
         let build = Build::for_compute(compute);
         let component = self
@@ -327,10 +332,14 @@ impl Runtime {
             .inherit_stderr()
             .preopened_dir(model_dir, MODEL_DIR, FsPerms::ReadOnly)?
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = Limiter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory,
+            mine: 0,
+        };
         let mut store = Store::new(
             &self.engine,
             Sandbox {
@@ -412,8 +421,69 @@ fn set_deadline(store: &mut Store<Sandbox>, timeout: Option<Duration>) {
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     nn: NnState,
+}
+
+/// The store's limits, counting the linear memory they grant into a shared
+/// total (the pool's) until the instance is dropped.
+struct Limiter {
+    limits: StoreLimits,
+    memory: Arc<AtomicU64>,
+    /// What this instance added to `memory`.
+    mine: u64,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?;
+        if granted {
+            let grown = (desired - current) as u64;
+            self.mine += grown;
+            self.memory.fetch_add(grown, Ordering::Relaxed);
+        }
+        Ok(granted)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.memory.fetch_sub(self.mine, Ordering::Relaxed);
+    }
 }
 
 impl WasiView for Sandbox {

@@ -132,11 +132,61 @@ def test_batching_does_not_change_embeddings(client, minilm):
     assert cosine(alone[0], both[0]) < 0.9
 
 
-def test_preconfigured_endpoint_serves_the_same_model(client, minilm):
-    text = "Which platform does the train to the airport leave from?"
-    mine = vectors(client.inference.text_embedding(inference_id=MINILM, input=[text]))
-    preconfigured = vectors(client.inference.text_embedding(inference_id=E5, input=[text]))
-    assert cosine(mine[0], preconfigured[0]) > 0.9999
+def test_preconfigured_endpoint_is_multilingual_e5(client):
+    """Elasticsearch's default text model: multilingual-e5-small."""
+    english = "The cat is sleeping on the sofa."
+    translations = [
+        "Le chat dort sur le canapé.",
+        "Die Katze schläft auf dem Sofa.",
+        "猫がソファの上で寝ています。",
+    ]
+    unrelated = "Stock markets fell sharply after the interest rate decision."
+    en, *others, off = vectors(
+        client.inference.text_embedding(
+            inference_id=E5, input=[english, *translations, unrelated], input_type="search"
+        )
+    )
+    assert len(en) == 384
+    for other in others:
+        assert cosine(en, other) > cosine(en, off)
+        assert cosine(other, en) > cosine(other, off)
+
+
+def test_e5_prefixes_follow_input_type(client, minilm):
+    """`search` embeds `query: ` + text, `ingest` `passage: ` + text, as E5 wants."""
+    text = "how long do cats sleep"
+
+    def embed(input_type=None, endpoint=E5, value=text):
+        resp = client.inference.text_embedding(
+            inference_id=endpoint, input=[value], input_type=input_type
+        )
+        return vectors(resp)[0]
+
+    plain = embed()
+    assert cosine(embed("search"), embed(value="query: " + text)) > 0.99999
+    assert cosine(embed("ingest"), embed(value="passage: " + text)) > 0.99999
+    assert cosine(embed("search"), plain) < 0.999
+    # An endpoint's task settings choose the prefix when the request does not.
+    client.inference.put(
+        task_type="text_embedding",
+        inference_id="e5-ingest",
+        inference_config={
+            "service": "elasticsearch",
+            "service_settings": {
+                "model_id": "multilingual-e5-small",
+                "num_allocations": 1,
+                "num_threads": 1,
+            },
+            "task_settings": {"input_type": "ingest"},
+        },
+    )
+    try:
+        assert cosine(embed(endpoint="e5-ingest"), embed("ingest")) > 0.99999
+        assert cosine(embed("search", "e5-ingest"), embed("search")) > 0.99999
+    finally:
+        client.inference.delete(inference_id="e5-ingest")
+    # A model without prefixes (MiniLM) embeds the text alike for every input_type.
+    assert cosine(embed("search", MINILM), embed("ingest", MINILM)) > 0.99999
 
 
 def test_generic_inference(client, minilm):
@@ -217,7 +267,7 @@ def test_bad_id(client):
             inference_config=MINILM_CONFIG,
         )
     assert err.value.status_code == 400
-    assert err.value.error == "illegal_argument_exception"
+    assert err.value.error == "action_request_validation_exception"
 
 
 def test_unknown_model(client):
@@ -231,9 +281,69 @@ def test_unknown_model(client):
 
 
 def test_preconfigured_cannot_be_deleted(client):
-    with pytest.raises(BadRequestError):
+    with pytest.raises(BadRequestError) as err:
         client.inference.delete(inference_id=E5)
+    assert "force=true" in err.value.body["error"]["reason"]
     assert client.inference.get(inference_id=E5)["endpoints"]
+
+
+def test_delete_dry_run_keeps_the_endpoint(client, minilm):
+    resp = client.inference.delete(inference_id=MINILM, dry_run=True)
+    assert resp.body == {
+        "acknowledged": False,
+        "pipelines": [],
+        "indexes": [],
+        "error_message": "",
+    }
+    assert client.inference.get(inference_id=MINILM)["endpoints"]
+
+
+def test_embedding_task(client):
+    client.inference.put(
+        task_type="embedding", inference_id="my-embedding", inference_config=MINILM_CONFIG
+    )
+    try:
+        text = "A kitten sleeps on the rug."
+        resp = client.inference.embedding(
+            inference_id="my-embedding",
+            embedding={
+                "input": [
+                    text,
+                    {"content": {"type": "text", "format": "text", "value": text}},
+                ],
+                "input_type": "ingest",
+            },
+        )
+        plain, content = [item["embedding"] for item in resp["embeddings"]]
+        assert len(plain) == 384 and cosine(plain, content) > 0.9999
+        with pytest.raises(BadRequestError) as err:
+            client.inference.embedding(
+                inference_id="my-embedding",
+                embedding={"input": {"content": {"type": "audio", "value": "data:audio/wav;base64,UklG"}}},
+            )
+        assert "[audio]" in err.value.body["error"]["reason"]
+    finally:
+        client.inference.delete(inference_id="my-embedding")
+
+
+def test_elser_service_defaults_its_model(client):
+    created = client.inference.put(
+        task_type="sparse_embedding",
+        inference_id="my-elser",
+        inference_config={"service": "elser", "service_settings": {"num_allocations": 1, "num_threads": 1}},
+    )
+    try:
+        assert created["service"] == "elasticsearch"
+        assert created["service_settings"]["model_id"] == "splade-tiny"
+        assert created["chunking_settings"] == {
+            "strategy": "sentence",
+            "max_chunk_size": 250,
+            "sentence_overlap": 1,
+        }
+        resp = client.inference.sparse_embedding(inference_id="my-elser", input="capital of france")
+        assert "paris" in resp["sparse_embedding"][0]["embedding"]
+    finally:
+        client.inference.delete(inference_id="my-elser")
 
 
 def test_unknown_endpoint(client):
@@ -278,7 +388,7 @@ def test_rerank_needs_a_query(client):
 def test_completion(client):
     resp = client.inference.completion(
         inference_id=".smollm2-135m-instruct-completion",
-        input="<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+        input="What is the capital of France?",
         task_settings={"max_tokens": 16},
     )
     assert "Paris" in resp["completion"][0]["result"]

@@ -123,6 +123,8 @@ pub struct Server {
     pub client: Client,
     /// Where the server's log (stderr) goes, when captured.
     pub log: Option<PathBuf>,
+    /// `http://…/metrics`, when started with `--metrics-listen`.
+    pub metrics_url: Option<String>,
 }
 
 impl Server {
@@ -154,11 +156,12 @@ impl Server {
         setup(&data_dir)?;
         let log = capture_log.then(|| data_dir.join("server.log"));
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(kind, &data_dir, &args, log.as_deref())?;
+        let (child, url, metrics_url) = spawn(kind, &data_dir, &args, log.as_deref())?;
         Ok(Self {
             kind,
             child,
             url,
+            metrics_url,
             data_dir,
             _tmp: tmp,
             args,
@@ -183,9 +186,11 @@ impl Server {
     /// Stops the server and starts it again on the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.stop();
-        let (child, url) = spawn(self.kind, &self.data_dir, &self.args, self.log.as_deref())?;
+        let (child, url, metrics_url) =
+            spawn(self.kind, &self.data_dir, &self.args, self.log.as_deref())?;
         self.child = child;
         self.url = url;
+        self.metrics_url = metrics_url;
         Ok(())
     }
 
@@ -261,12 +266,22 @@ fn spawn(
     data_dir: &Path,
     args: &[String],
     log: Option<&Path>,
-) -> Result<(Child, String)> {
-    match kind {
-        Kind::Spin => return spawn_spin(data_dir, args),
-        Kind::SpinCli => return spawn_spin_cli(data_dir),
-        Kind::Native => {}
-    }
+) -> Result<(Child, String, Option<String>)> {
+    let (child, url) = match kind {
+        Kind::Spin => spawn_spin(data_dir, args)?,
+        Kind::SpinCli => spawn_spin_cli(data_dir)?,
+        Kind::Native => return spawn_host(data_dir, args, log),
+    };
+    Ok((child, url, None))
+}
+
+/// The native host; it announces its metrics address, when it serves them,
+/// before its API address.
+fn spawn_host(
+    data_dir: &Path,
+    args: &[String],
+    log: Option<&Path>,
+) -> Result<(Child, String, Option<String>)> {
     let bin = host_bin();
     if !bin.exists() {
         bail!("{} does not exist: run `cargo xtask build`", bin.display());
@@ -298,7 +313,7 @@ fn spawn(
         })
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
-    first_line_url(child)
+    announced_urls(child)
 }
 
 /// The Spin test host on the composed app; its key-value store is saved in
@@ -404,15 +419,35 @@ fn spawn_spin_cli(data_dir: &Path) -> Result<(Child, String)> {
 }
 
 /// Waits for the `listening on URL` line a server prints first.
-fn first_line_url(mut child: Child) -> Result<(Child, String)> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(url) = line.trim().strip_prefix("listening on ") else {
-        let _ = child.kill();
-        bail!("the server did not start (first line: {line:?})");
-    };
-    Ok((child, url.to_string()))
+fn first_line_url(child: Child) -> Result<(Child, String)> {
+    announced_urls(child).map(|(child, url, _)| (child, url))
+}
+
+/// Reads the server's `metrics on URL` line, if any, and then its
+/// `listening on URL` line (its last: nothing reads stdout after it).
+fn announced_urls(mut child: Child) -> Result<(Child, String, Option<String>)> {
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut metrics = None;
+    loop {
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        if let Some(url) = line.trim().strip_prefix("metrics on ") {
+            metrics = Some(url.to_string());
+        } else if let Some(url) = line.trim().strip_prefix("listening on ") {
+            return Ok((child, url.to_string(), metrics));
+        } else {
+            let _ = child.kill();
+            bail!("the server did not start (first line: {line:?})");
+        }
+    }
+}
+
+/// A number from the environment (a test's length, say), else `default`.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// The error envelope's `error.type`, checking the envelope's shape.

@@ -13,9 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The preconfigured endpoint the page is compared with (all-minilm-l6-v2).
+/// The preconfigured endpoint the page is compared with, and its model: the
+/// page's default.
 const ENDPOINT: &str = ".multilingual-e5-small-elasticsearch";
-const MODEL: &str = "all-minilm-l6-v2";
+const MODEL: &str = "multilingual-e5-small";
+/// The models the page offers.
+const OFFERED: [&str; 2] = ["multilingual-e5-small", "all-minilm-l6-v2"];
 /// The largest difference between browser and server embeddings allowed.
 const TOLERANCE: f64 = 1e-5;
 
@@ -193,6 +196,15 @@ fn browser_embeddings_equal_the_servers() {
     let (kernels, page_embeddings, cells, ranked, comparison) = runtime().block_on(async {
         let client = browser(&driver, profile.path()).await;
         let kernels = open_demo(&client, &server).await;
+        let mut offered = Vec::new();
+        for option in client
+            .find_all(Locator::Css("#model option"))
+            .await
+            .unwrap()
+        {
+            offered.push(option.attr("value").await.unwrap().unwrap_or_default());
+        }
+        assert_eq!(offered, OFFERED, "the page offers both text models");
 
         // As a person would: type the sentences and a query, press the button.
         let textarea = client.find(Locator::Id("sentences")).await.unwrap();

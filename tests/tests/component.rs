@@ -64,7 +64,7 @@ fn text_embedding_component_equals_native_core() {
         .unwrap();
     for (compute, tolerance) in COMPUTES {
         let mut instance = runtime()
-            .instantiate(TaskKind::TextEmbedding, &dir, compute)
+            .instantiate(TaskKind::TextEmbedding, &dir, compute, Default::default())
             .expect("instance");
         let embedded = instance
             .embed(None, &inputs, None)
@@ -100,7 +100,7 @@ fn sparse_embedding_component_equals_native_core() {
         .unwrap();
     for (compute, tolerance) in COMPUTES {
         let mut instance = runtime()
-            .instantiate(TaskKind::SparseEmbedding, &dir, compute)
+            .instantiate(TaskKind::SparseEmbedding, &dir, compute, Default::default())
             .expect("instance");
         let embedded = instance
             .sparse_embed(None, &inputs, None)
@@ -136,7 +136,7 @@ fn rerank_component_equals_native_core() {
             .unwrap();
         for (compute, tolerance) in COMPUTES {
             let mut instance = runtime()
-                .instantiate(TaskKind::Rerank, &dir, compute)
+                .instantiate(TaskKind::Rerank, &dir, compute, Default::default())
                 .expect("instance");
             let scores = instance
                 .rerank(
@@ -167,7 +167,12 @@ fn components_run_wasm_simd_kernels() {
         (TaskKind::SparseEmbedding, "splade-tiny"),
     ] {
         let mut instance = runtime()
-            .instantiate(kind, &model_cache().join(model), Compute::Sandbox)
+            .instantiate(
+                kind,
+                &model_cache().join(model),
+                Compute::Sandbox,
+                Default::default(),
+            )
             .expect("instance");
         let report = instance.kernels().map_err(|e| format!("{e:?}")).unwrap();
         assert!(report.isa.contains("simd128"), "{kind:?}: isa {report:?}");

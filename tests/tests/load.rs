@@ -110,10 +110,7 @@ fn run_mix(url: &str, seconds: u64) -> Counts {
 
 #[test]
 fn sixty_four_clients_for_a_minute() {
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(60);
+    let seconds: u64 = e2e_tests::env_number("LOAD_SECONDS", 60);
     let server = Server::start(&["--max-body-bytes", &MAX_BODY.to_string()]).unwrap();
 
     // Endpoints that must come through untouched.
@@ -205,4 +202,68 @@ fn sixty_four_clients_for_a_minute() {
             .len(),
         384
     );
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/<pid>/fd")
+        .count()
+}
+
+/// The soak: the load mix, endpoint churn and bad input included, for
+/// `SOAK_MINUTES` (`cargo xtask soak --minutes N`), sampling the server's
+/// resident memory and open descriptors each minute. After a warm-up minute
+/// (pools at their size, the language model loaded) both must stay flat:
+/// memory within 256 MiB of its first sample (allocator slack, far below
+/// one more model instance), descriptors within 32.
+#[test]
+#[ignore = "long: run with `cargo xtask soak --minutes N`"]
+fn soak() {
+    let minutes: u64 = e2e_tests::env_number("SOAK_MINUTES", 10);
+    let server = Server::start(&["--max-body-bytes", &MAX_BODY.to_string()]).unwrap();
+    for i in 0..8 {
+        let r = server.put(
+            &format!("/_inference/text_embedding/kept-{i}"),
+            &endpoint(1),
+        );
+        assert_eq!(r.status(), 200);
+    }
+    let pid = server.pid();
+    run_mix(&server.url, 60);
+    let (rss0, fds0) = (rss_kib(pid), open_fds(pid));
+    println!(
+        "soak: minute 0 (after warm-up): RSS {} MiB, {fds0} open fds",
+        rss0 / 1024
+    );
+    let mut totals: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut samples = vec![(rss0, fds0)];
+    for minute in 1..=minutes {
+        let counts = run_mix(&server.url, 60);
+        for ((_, status), n) in counts {
+            *totals.entry(status).or_default() += n;
+        }
+        let (rss, fds) = (rss_kib(pid), open_fds(pid));
+        println!(
+            "soak: minute {minute}: RSS {} MiB, {fds} open fds, answers so far {totals:?}",
+            rss / 1024
+        );
+        samples.push((rss, fds));
+    }
+    assert!(
+        totals.keys().all(|s| *s < 500),
+        "5xx answers during the soak: {totals:?}"
+    );
+    let (peak_rss, peak_fds) = samples
+        .iter()
+        .fold((0, 0), |(r, f), (rs, fd)| (r.max(*rs), f.max(*fd)));
+    println!(
+        "soak: {minutes} min; RSS {} -> {} MiB (peak {}), fds {fds0} -> {} (peak {peak_fds})",
+        rss0 / 1024,
+        samples.last().unwrap().0 / 1024,
+        peak_rss / 1024,
+        samples.last().unwrap().1
+    );
+    assert!(peak_rss < rss0 + 256 * 1024, "memory grew: {samples:?}");
+    assert!(peak_fds < fds0 + 32, "descriptors grew: {samples:?}");
 }

@@ -92,7 +92,7 @@ fn only_the_model_directory_is_visible_and_it_is_read_only() {
 #[test]
 fn wasi_nn_grants_only_the_endpoints_own_graph() {
     let s = server();
-    assert_eq!(reason(&s, "nn:graph:all-minilm-l6-v2"), "loaded");
+    assert_eq!(reason(&s, "nn:graph:multilingual-e5-small"), "loaded");
     for other in [
         "splade-tiny",
         "../splade-tiny",

@@ -16,6 +16,7 @@ macro_rules! shared_cases {
             a_request_past_its_timeout_answers_408_and_the_endpoint_recovers,
             a_stream_past_its_timeout_answers_408,
             cluster_info_services_and_vendor_media_types,
+            elasticsearch_semantics_hold,
             concurrent_requests_all_succeed,
             rerank_orders_documents_by_relevance,
             rerank_chunks_long_documents_when_the_endpoint_says_so,
@@ -74,7 +75,7 @@ mod spin_cli {
 /// the native host's sandbox mode equals the Spin app (which has no host
 /// compute) exactly, its host tract mode equals them within 1e-5, and ONNX
 /// Runtime agrees with tract at cosine 0.9999 or better, for every shipped
-/// encoder: MiniLM embeddings, SPLADE weights, bi- and cross-encoder scores.
+/// encoder: E5 embeddings, SPLADE weights, bi- and cross-encoder scores.
 #[test]
 fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
     let native = Server::start_kind(Kind::Native, &[]).expect("native host starts");
@@ -90,7 +91,7 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
     let cases = [
         (
             "text_embedding",
-            "all-minilm-l6-v2",
+            "multilingual-e5-small",
             &embed,
             Some(".multilingual-e5-small-elasticsearch"),
         ),

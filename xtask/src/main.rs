@@ -43,6 +43,13 @@ enum Cmd {
     Browser,
     /// Models, build, then the corpus embedded in chromium against the native core.
     BenchBrowser,
+    /// Models, build, then the load mix (every task type, endpoint churn,
+    /// bad input) for `--minutes`, sampling the server's memory and open
+    /// descriptors each minute; fails if either keeps growing.
+    Soak {
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
 }
 
 /// The wasm-bindgen CLI must match the `wasm-bindgen` crate exactly.
@@ -95,6 +102,16 @@ fn main() -> Result<()> {
                     "--nocapture",
                     "bench_browser_against_native",
                 ]))
+            })
+        }
+        Cmd::Soak { minutes } => {
+            models()?;
+            build(&target, false)?;
+            step("soak", || {
+                run(cargo()
+                    .args(["test", "--release", "--test", "load", "--", "--ignored"])
+                    .args(["--exact", "soak", "--nocapture"])
+                    .env("SOAK_MINUTES", minutes.to_string()))
             })
         }
         Cmd::Bench { args } => {

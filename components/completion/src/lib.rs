@@ -59,8 +59,8 @@ impl Guest for Component {
         ))
     }
 
-    fn complete(prompt: String, options: GenerationOptions) -> Result<Generation, Error> {
-        start(&prompt, options)
+    fn complete(input: String, options: GenerationOptions) -> Result<Generation, Error> {
+        start(&model()?.completion_prompt(&input), options)
     }
 
     fn chat(messages: Vec<ChatMessage>, options: GenerationOptions) -> Result<Generation, Error> {

@@ -31,7 +31,9 @@ pub struct GeneratorConfig {
     pub max_sequence_length: usize,
     /// Generation stops at any of these (not part of the text).
     pub eos_token_ids: Vec<u32>,
-    pub chat_format: ChatFormat,
+    /// The chat template; a base model without one continues raw text.
+    #[serde(default)]
+    pub chat_format: Option<ChatFormat>,
     pub inputs: GraphInputs,
     pub outputs: GraphOutputs,
 }
@@ -226,11 +228,26 @@ impl Generator {
         Ok(encoding.get_ids().to_vec())
     }
 
+    /// The prompt for a `completion` input. An instruct model gets it as one
+    /// user message, as Elasticsearch's completion services send it to chat
+    /// models (raw text makes such a model end at once); a base model
+    /// continues the text itself.
+    pub fn completion_prompt(&self, input: &str) -> String {
+        match self.shared.config.chat_format {
+            Some(_) => self.chat_prompt(&[("user", input)]),
+            None => input.to_string(),
+        }
+    }
+
     /// The prompt for chat `messages` (`(role, content)` pairs), ending with
     /// the assistant's turn. A default system message comes first when the
-    /// model has one and the first message is not a system message.
+    /// model has one and the first message is not a system message. A model
+    /// without a chat template gets the contents one per line.
     pub fn chat_prompt(&self, messages: &[(&str, &str)]) -> String {
-        let format = &self.shared.config.chat_format;
+        let Some(format) = &self.shared.config.chat_format else {
+            let lines: Vec<&str> = messages.iter().map(|(_, content)| *content).collect();
+            return lines.join("\n");
+        };
         let mut prompt = String::new();
         if let Some(system) = &format.default_system_prompt {
             if messages.first().is_none_or(|(role, _)| *role != "system") {

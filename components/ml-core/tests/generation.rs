@@ -69,6 +69,8 @@ fn chat_prompt_renders_chatml_with_the_default_system_prompt() {
          <|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n\
          <|im_start|>assistant\n"
     );
+    // A completion input is one user message of an instruct model.
+    assert_eq!(g.completion_prompt("Hi"), g.chat_prompt(&[("user", "Hi")]));
     // The ChatML markers are single special tokens.
     let ids = g.encode(&g.chat_prompt(&[("user", "Hi")])).unwrap();
     assert_eq!(ids[0], 1);
