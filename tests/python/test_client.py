@@ -298,6 +298,8 @@ def test_delete_dry_run_keeps_the_endpoint(client, minilm):
     assert client.inference.get(inference_id=MINILM)["endpoints"]
 
 
+# The client marks the `embedding` API as a technical preview.
+@pytest.mark.filterwarnings("ignore::elasticsearch.exceptions.GeneralAvailabilityWarning")
 def test_embedding_task(client):
     client.inference.put(
         task_type="embedding", inference_id="my-embedding", inference_config=MINILM_CONFIG
