@@ -83,10 +83,7 @@ pub fn run_spin(options: &Options) -> Result<()> {
     let corpus = workload::corpus()?;
     // The model the Spin app's text-embedding snapshot holds: another would
     // load on every request.
-    let model = es_wire::PRECONFIGURED
-        .iter()
-        .find(|(_, task, _)| *task == es_wire::TaskType::TextEmbedding)
-        .map(|(_, _, model)| *model)
+    let model = es_wire::preconfigured_model(es_wire::TaskType::TextEmbedding)
         .expect("a preconfigured text_embedding endpoint");
     let model_dir = e2e_tests::model_cache().join(model);
     workload::print_header(

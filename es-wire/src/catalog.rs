@@ -138,6 +138,14 @@ pub fn model_task_types(task: TaskType) -> Vec<TaskType> {
     }
 }
 
+/// The model of the preconfigured endpoint of `task`, if there is one.
+pub fn preconfigured_model(task: TaskType) -> Option<&'static str> {
+    PRECONFIGURED
+        .iter()
+        .find(|(_, t, _)| *t == task)
+        .map(|(_, _, model)| *model)
+}
+
 /// The endpoints that exist from the first start: (inference id, task type,
 /// model id). Named as Elasticsearch names its own defaults, each on the
 /// model this project ships for the task.

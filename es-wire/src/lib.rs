@@ -40,8 +40,9 @@ mod settings;
 mod types;
 
 pub use catalog::{
-    model_cache, model_task_types, preconfigured_endpoints, scan_models, Catalog, InstalledModel,
-    ModelInfo, COMPONENT_FILES, DEFAULT_MODEL_CACHE, PRECONFIGURED, WASI_NN_COMPONENT_FILES,
+    model_cache, model_task_types, preconfigured_endpoints, preconfigured_model, scan_models,
+    Catalog, InstalledModel, ModelInfo, COMPONENT_FILES, DEFAULT_MODEL_CACHE, PRECONFIGURED,
+    WASI_NN_COMPONENT_FILES,
 };
 pub use chunking::{default_chunking_settings, parse_chunking_settings};
 pub use endpoint::{

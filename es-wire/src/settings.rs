@@ -523,10 +523,7 @@ pub(crate) fn takes_chunking_settings(task: TaskType) -> bool {
 
 /// The model of the preconfigured ELSER endpoint.
 fn elser_model() -> &'static str {
-    crate::PRECONFIGURED
-        .iter()
-        .find(|(_, task, _)| *task == TaskType::SparseEmbedding)
-        .map(|(_, _, model)| *model)
+    crate::preconfigured_model(TaskType::SparseEmbedding)
         .expect("a preconfigured sparse_embedding endpoint")
 }
 

@@ -220,9 +220,7 @@ fn spin(target: &Path) -> Result<()> {
         // snapshot starts with the preconfigured endpoint's model loaded and
         // optimised. SmolLM2 is left out: its snapshot would be 1.3 GB.
         for (file, interface, task) in SPIN_PREINIT {
-            let (_, _, model) = es_wire::PRECONFIGURED
-                .into_iter()
-                .find(|(_, t, _)| *t == task)
+            let model = es_wire::preconfigured_model(task)
                 .expect("every pre-initialised task has a preconfigured endpoint");
             let out = target.join("spin/preinit").join(file);
             let input = target.join("wasm32-wasip2/release").join(file);
