@@ -220,7 +220,8 @@ def main():
             todo.append(model_id)
 
         python = ensure_venv(cache)
-        for model_id in todo:
+        for i, model_id in enumerate(todo, 1):
+            log(model_id, f"model {i} of {len(todo)}")
             build_model(python, cache, model_id, manifest[model_id])
     print(f"{len(model_ids)} model(s) up to date in {cache}")
 

@@ -259,8 +259,9 @@ impl Runtime {
         std::fs::create_dir_all(cache_dir)
             .with_context(|| format!("creating {}", cache_dir.display()))?;
         let mut loaded = HashMap::new();
-        for (&(kind, build), path) in components {
-            let component = load_component(&engine, path, cache_dir)?;
+        for (i, (&(kind, build), path)) in components.iter().enumerate() {
+            let progress = (i + 1, components.len());
+            let component = load_component(&engine, path, cache_dir, progress)?;
             let pre = linker.instantiate_pre(&component).map_err(|e| {
                 anyhow::Error::from(e).context(format!("linking {}", path.display()))
             })?;
@@ -370,7 +371,13 @@ impl Runtime {
     }
 }
 
-fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Component> {
+/// `progress` is (this one, of how many), for the log of a first start.
+fn load_component(
+    engine: &Engine,
+    path: &Path,
+    cache_dir: &Path,
+    (n, of): (usize, usize),
+) -> Result<Component> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "reading component {} (run `cargo xtask build`)",
@@ -390,7 +397,7 @@ fn load_component(engine: &Engine, path: &Path, cache_dir: &Path) -> Result<Comp
     let cached = cache_dir.join(format!("{stem}-{key}-{:016x}.cwasm", engine_hash.finish()));
     if !cached.exists() {
         let started = Instant::now();
-        tracing::info!(component = %path.display(), "compiling component (once; cached for next start)");
+        tracing::info!(component = %path.display(), "compiling component {n} of {of} (once; cached for next start)");
         let compiled = engine.precompile_component(&bytes)?;
         // Unique per process: test servers may compile the same component at once.
         let partial = cached.with_extension(format!("partial-{}", std::process::id()));

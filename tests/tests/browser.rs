@@ -356,6 +356,32 @@ fn demo_serves_the_page_and_only_model_files() {
     assert_eq!(server.get("/_inference").status(), 200);
 }
 
+/// `cargo xtask serve` builds the demo beside the running server: until the
+/// page is there, `/_demo/` says so with a 503 that reloads itself; then the
+/// page is served, and a missing file is a plain 404.
+#[test]
+fn demo_says_it_is_being_built_until_the_page_is_there() {
+    let dir = tempfile::tempdir().expect("demo dir");
+    let server = Server::start(&["--demo-dir", dir.path().to_str().expect("a UTF-8 path")])
+        .expect("native host starts");
+    for path in ["/_demo/", "/_demo/app.js"] {
+        let response = server.get(path);
+        assert_eq!(response.status(), 503, "{path}");
+        assert_eq!(response.headers()["retry-after"], "30", "{path}");
+        let page = response.text().unwrap();
+        assert!(page.contains("being built"), "{page}");
+        assert!(page.contains("http-equiv=refresh"), "{page}");
+    }
+    // The API serves meanwhile.
+    assert_eq!(server.get("/_inference").status(), 200);
+
+    std::fs::write(dir.path().join("index.html"), "<p>the demo</p>").unwrap();
+    let page = server.get("/_demo/");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.text().unwrap(), "<p>the demo</p>");
+    assert_eq!(server.get("/_demo/app.js").status(), 404);
+}
+
 /// `cargo xtask bench-browser`: the fixed corpus embedded in the page against
 /// the native core in this process. Prints figures; asserts nothing about time.
 #[test]

@@ -120,8 +120,10 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
             ));
             assert_eq!(status, 200, "{body}");
             assert_eq!(body["service_settings"]["compute"], compute);
+            // The first request waits for the instance the PUT started
+            // loading; a sandbox load on a busy machine can pass the default 30 s.
             let (status, body) =
-                cases::body(native.post(&format!("/_inference/{task}/{id}"), request));
+                cases::body(native.post(&format!("/_inference/{task}/{id}?timeout=5m"), request));
             assert_eq!(status, 200, "{id}: {body}");
             answers.push(vectors(task, &body));
         }

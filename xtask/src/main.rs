@@ -21,7 +21,8 @@ enum Cmd {
     Models,
     /// Build the task components (wasm32-wasip2) and the host.
     Build,
-    /// Models, build, then run the server (extra arguments go to it).
+    /// Models, build, then run the server (extra arguments go to it), and
+    /// build the browser demo beside it.
     Serve {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -72,8 +73,23 @@ fn main() -> Result<()> {
         Cmd::Models => models(),
         Cmd::Build => build(&target, false),
         Cmd::Serve { args } => {
+            plan(&["models", "components", "host", "serve"]);
             models()?;
             build(&target, false)?;
+            // The server needs none of the demo: it answers from the start
+            // and `/_demo/` says the page is coming until it is.
+            let log = target.join("browser-demo.log");
+            let demo = target.clone();
+            std::thread::spawn(move || {
+                eprintln!(
+                    "==> browser demo: building beside the server (log: {})",
+                    log.display()
+                );
+                match browser(&demo, Some(&log)) {
+                    Ok(()) => eprintln!("==> browser demo: ready at /_demo/"),
+                    Err(e) => eprintln!("==> browser demo failed: {e:#} (see {})", log.display()),
+                }
+            });
             step("serve", || {
                 run(Command::new(target.join("release/inference-host"))
                     .arg("--demo-dir")
@@ -83,13 +99,15 @@ fn main() -> Result<()> {
         }
         Cmd::Spin => {
             build(&target, false)?;
+            native_crates()?;
             spin(&target)
         }
         Cmd::Test => test(&target),
-        Cmd::Browser => browser(&target),
+        Cmd::Browser => browser(&target, None),
         Cmd::BenchBrowser => {
             models()?;
             build(&target, false)?;
+            browser(&target, None)?;
             install_chromium()?;
             step("bench-browser", || {
                 run(cargo().args([
@@ -117,10 +135,11 @@ fn main() -> Result<()> {
         Cmd::Bench { args } => {
             models()?;
             build(&target, false)?;
+            native_crates()?;
             spin(&target)?;
             step("bench", || {
-                // `build` built it with every native crate; a `-p` build
-                // would unify features differently and rebuild wasmtime.
+                // Built by `native_crates`; a `-p benchmarks` build would
+                // unify features differently and rebuild wasmtime.
                 run(Command::new(target.join("release/bench")).args(&args))
             })
         }
@@ -128,8 +147,24 @@ fn main() -> Result<()> {
 }
 
 fn test(target: &Path) -> Result<()> {
+    plan(&[
+        "models",
+        "components",
+        "host",
+        "native crates",
+        "browser demo",
+        "spin router",
+        "format",
+        "clippy",
+        "compile components for the test servers",
+        "cargo tests",
+        "model tooling tests",
+        "python client tests",
+    ]);
     models()?;
     build(target, true)?;
+    native_crates()?;
+    browser(target, None)?;
     spin(target)?;
     step("format", || run(cargo().args(["fmt", "--all", "--check"])))?;
     step("clippy", || {
@@ -203,7 +238,7 @@ const SPIN_PREINIT: [(&str, &str, TaskType); 3] = [
 
 /// The Spin app for hosts without the Spin CLI: the router component, the
 /// pre-initialised task components and the composition. The test host and
-/// the tools come from `build`.
+/// the tools come from `native_crates`.
 fn spin(target: &Path) -> Result<()> {
     step("spin router", || {
         run(cargo().args([
@@ -238,8 +273,8 @@ fn spin(target: &Path) -> Result<()> {
         Ok(())
     })?;
     step("spin composition", || {
-        // Built with the other native crates by `build` (a `-p` build here
-        // would unify features differently and rebuild wasmtime).
+        // Built by `native_crates` (a `-p` build here would unify features
+        // differently and rebuild wasmtime).
         run(Command::new(target.join("release/spin-compose")).arg(target))
     })
 }
@@ -251,7 +286,8 @@ fn models() -> Result<()> {
 }
 
 /// Builds the components for wasm32-wasip2 (simd128 comes from
-/// .cargo/config.toml), copies them to `<target>/components`, and builds the host.
+/// .cargo/config.toml), copies them to `<target>/components`, and builds the
+/// host: what the server needs, and nothing else.
 fn build(target: &Path, with_test_components: bool) -> Result<()> {
     step("rust targets", || {
         let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
@@ -299,10 +335,52 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         }
         Ok(())
     })?;
-    browser(target)?;
-    // All native crates at once: the same feature set as `cargo test`, so
-    // the tests reuse these artifacts instead of compiling wasmtime again.
-    step("host", || run(cargo().args(["build", "--release"])))
+    // Its dependency `unified-features` pins the features the whole
+    // workspace unifies, so this is a subset of `native_crates`' build.
+    step("host", || {
+        run(cargo().args(["build", "--release", "-p", "inference-host"]))
+    })
+}
+
+/// Every native crate: the tests, the benchmarks, the Spin test host and
+/// tools; then checks that the host alone was built with the same features,
+/// so nothing was compiled twice.
+fn native_crates() -> Result<()> {
+    step("native crates", || {
+        run(cargo().args(["build", "--release"]))?;
+        // Both builds are done: these only list their artifacts, whose file
+        // names carry a hash of each crate's features.
+        let artifacts = |args: &[&str]| -> Result<std::collections::BTreeSet<String>> {
+            let out = output(
+                cargo()
+                    .args(["build", "--release", "--message-format=json"])
+                    .args(args),
+            )?;
+            Ok(out
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact")
+                .flat_map(|m| m["filenames"].as_array().cloned().unwrap_or_default())
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect())
+        };
+        let all = artifacts(&[])?;
+        let twice: Vec<String> = artifacts(&["-p", "inference-host"])?
+            .into_iter()
+            .filter(|f| !all.contains(f))
+            .collect();
+        if !twice.is_empty() {
+            bail!(
+                "inference-host alone builds {} artifacts with other features than the \
+                 workspace (such as {}), so a fresh machine compiles them twice: run \
+                 `cargo hakari generate` (`cargo install cargo-hakari --locked`) and commit \
+                 unified-features/Cargo.toml",
+                twice.len(),
+                twice[0]
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Where `cargo xtask browser` assembles the demo, under the target directory.
@@ -312,13 +390,26 @@ const BROWSER_BUNDLE: &str = "browser-bundle";
 /// .cargo/config.toml), generates its JavaScript glue with wasm-bindgen
 /// (`--target web`) and puts it beside the page's files: a static directory
 /// that any web server can serve, and that `--demo-dir` serves at `/_demo/`.
-fn browser(target: &Path) -> Result<()> {
+///
+/// With `log`, the commands' output goes there instead of the terminal (the
+/// build runs beside the server, whose log has the terminal).
+fn browser(target: &Path, log: Option<&Path>) -> Result<()> {
+    let quiet = |cmd: &mut Command| -> Result<()> {
+        if let Some(log) = log {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
+        run(cmd)
+    };
     step("browser demo", || {
         let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
         if !installed.lines().any(|t| t == "wasm32-unknown-unknown") {
-            run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
+            quiet(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
         }
-        run(cargo().args([
+        quiet(cargo().args([
             "build",
             "--release",
             "--target",
@@ -327,23 +418,28 @@ fn browser(target: &Path) -> Result<()> {
             "inference-browser",
         ]))?;
         let bundle = target.join(BROWSER_BUNDLE);
-        run(Command::new(wasm_bindgen()?)
-            .args(["--target", "web", "--no-typescript", "--out-dir"])
-            .arg(bundle.join("pkg"))
-            .arg(target.join("wasm32-unknown-unknown/release/inference_browser.wasm")))?;
-        for entry in std::fs::read_dir("browser/www")? {
-            let path = entry?.path();
-            if path.is_file() {
-                copy_if_changed(&path, &bundle.join(path.file_name().expect("a file name")))?;
-            }
+        quiet(
+            Command::new(wasm_bindgen(&quiet)?)
+                .args(["--target", "web", "--no-typescript", "--out-dir"])
+                .arg(bundle.join("pkg"))
+                .arg(target.join("wasm32-unknown-unknown/release/inference_browser.wasm")),
+        )?;
+        // The page last: the server shows it once it is there.
+        let mut files: Vec<PathBuf> = std::fs::read_dir("browser/www")?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        files.retain(|p| p.is_file());
+        files.sort_by_key(|p| p.ends_with("index.html"));
+        for path in files {
+            copy_if_changed(&path, &bundle.join(path.file_name().expect("a file name")))?;
         }
         Ok(())
     })
 }
 
-/// The wasm-bindgen CLI of the crate's version, installed once into a tools
-/// directory beside the model cache (outside the clone) when missing.
-fn wasm_bindgen() -> Result<PathBuf> {
+/// The wasm-bindgen CLI of the crate's version, installed once (by `run`)
+/// into a tools directory beside the model cache (outside the clone) when missing.
+fn wasm_bindgen(run: &dyn Fn(&mut Command) -> Result<()>) -> Result<PathBuf> {
     let root = model_cache()
         .parent()
         .unwrap_or(Path::new("."))
@@ -434,12 +530,32 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// The command's main steps, numbered in its progress lines.
+static PLAN: std::sync::OnceLock<(Instant, Vec<&'static str>)> = std::sync::OnceLock::new();
+
+fn plan(steps: &[&'static str]) {
+    let _ = PLAN.set((Instant::now(), steps.to_vec()));
+}
+
+/// Runs a step between progress lines: which step of how many, and the
+/// minutes since the command started.
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     let started = Instant::now();
-    eprintln!("==> {name}");
+    let (position, since) = match PLAN.get() {
+        Some((begun, steps)) => (
+            steps
+                .iter()
+                .position(|s| *s == name)
+                .map(|i| format!("[{}/{}] ", i + 1, steps.len()))
+                .unwrap_or_default(),
+            format!(" ({:.1} min in)", begun.elapsed().as_secs_f32() / 60.0),
+        ),
+        None => Default::default(),
+    };
+    eprintln!("==> {position}{name}{since}");
     f().with_context(|| format!("step [{name}] failed"))?;
     eprintln!(
-        "==> {name}: done in {:.1} s",
+        "==> {position}{name}: done in {:.1} s",
         started.elapsed().as_secs_f32()
     );
     Ok(())
