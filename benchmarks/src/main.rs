@@ -28,7 +28,8 @@ enum Bench {
     SparseEmbedding(workload::Options),
     /// Bi-encoder and cross-encoder reranking: server vs native core.
     Rerank(workload::Options),
-    /// SmolLM2 streaming: time to first token and tokens/s, server vs native.
+    /// SmolLM2 streaming: time to first token and tokens/s, server vs native
+    /// core, anchored by llama.cpp on the same GGUF (with `--llama-python`).
     Completion(completion::CompletionArgs),
     /// text_embedding through the Spin app (test host, an instance per
     /// request, its snapshot's model: multilingual-e5-small) vs the native

@@ -30,12 +30,13 @@ pub const COMPONENT_FILES: [&str; 4] = [
     "completion.wasm",
 ];
 
-/// The encoder task components built to run their graphs in the host
-/// through `wasi:nn`: text embedding, sparse embedding, rerank.
-pub const WASI_NN_COMPONENT_FILES: [&str; 3] = [
+/// The task components built to run their graphs in the host through
+/// `wasi:nn`, in the same order.
+pub const WASI_NN_COMPONENT_FILES: [&str; 4] = [
     "text_embedding_wasi_nn.wasm",
     "sparse_embedding_wasi_nn.wasm",
     "rerank_wasi_nn.wasm",
+    "completion_wasi_nn.wasm",
 ];
 
 /// A model directory: `model.json` (its id and task), the model files, and

@@ -72,8 +72,9 @@ pub struct ServiceSettings {
     pub compute: Option<Compute>,
 }
 
-/// Where an encoder endpoint's graph runs. The task logic (tokenization,
-/// batching, pooling, scoring) always runs in the task's sandbox.
+/// Where an endpoint's graph runs. The task logic (tokenization, batching,
+/// pooling, scoring, sampling) always runs in the task's sandbox; a
+/// decoder's KV cache stays with its graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compute {

@@ -29,7 +29,7 @@ use crate::types::{validate_inference_id, ElementType, InputType, Similarity, Ta
 /// - `num_allocations` (≥ 1) or `adaptive_allocations` is required;
 ///   `num_threads` defaults to 1 and must be ≥ 1; `element_type` and
 ///   `similarity` only for dense embeddings; `compute` (`onnxruntime`,
-///   `tract` or `sandbox`) for every task but generation;
+///   `tract` or `sandbox`) for every task;
 /// - `task_settings` are checked per task: `input_type` for `text_embedding`
 ///   and `embedding`; `return_documents` (bool) and `top_n` (≥ 1) for
 ///   `rerank`; `max_tokens` (≥ 1), `temperature` (≥ 0) and `top_p` (0..=1)
@@ -208,17 +208,13 @@ pub fn parse_put(
     } else {
         (None, None)
     };
-    let compute = if task_type == TaskType::Completion || task_type == TaskType::ChatCompletion {
-        None
-    } else {
-        take_enum(
-            &mut service_settings,
-            "compute",
-            &Compute::NAMES,
-            Compute::parse,
-            &mut errors,
-        )
-    };
+    let compute = take_enum(
+        &mut service_settings,
+        "compute",
+        &Compute::NAMES,
+        Compute::parse,
+        &mut errors,
+    );
     check_task_settings(task_type, &task_settings, &mut errors)?;
     if !errors.is_empty() {
         return Err(EsError::validation(errors));
@@ -713,7 +709,7 @@ mod tests {
     }
 
     #[test]
-    fn compute_names_where_an_encoder_graph_runs() {
+    fn compute_names_where_a_graph_runs() {
         let e = put(
             Some(TaskType::TextEmbedding),
             "e",
@@ -731,6 +727,11 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.reason, "Validation Failed: 1: [service_settings] Invalid value [gpu] received. [compute] must be one of [onnxruntime, tract, sandbox];");
+        // A decoder's graph moves the same way.
+        let body = json!({"service": "elasticsearch", "service_settings": {
+            "model_id": "smollm2", "num_allocations": 1, "compute": "tract"}});
+        let e = put(Some(TaskType::Completion), "e", body).unwrap();
+        assert_eq!(e.service_settings.compute, Some(Compute::Tract));
     }
 
     #[test]

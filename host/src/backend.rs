@@ -114,6 +114,7 @@ impl Pools {
                 kind,
                 model_dir: model.dir.clone(),
                 compute,
+                threads: endpoint.service_settings.num_threads as usize,
                 min,
                 max,
                 max_queue: self.max_queue,

@@ -25,6 +25,8 @@ pub struct PoolConfig {
     pub model_dir: PathBuf,
     /// Where the instances run the model's graph.
     pub compute: es_wire::Compute,
+    /// ONNX Runtime's intra-op threads per instance (`num_threads`).
+    pub threads: usize,
     /// Instances kept loaded.
     pub min: usize,
     /// Instances running at once.
@@ -121,6 +123,7 @@ impl Pool {
             self.config.kind,
             &self.config.model_dir,
             self.config.compute,
+            self.config.threads,
             self.memory.clone(),
         );
         {

@@ -72,11 +72,6 @@ impl TaskKind {
         }
     }
 
-    /// Whether the task runs an encoder graph, which the host may run.
-    pub fn has_graph(self) -> bool {
-        self != TaskKind::Completion
-    }
-
     /// The component serving an Elasticsearch task type.
     pub fn for_task_type(task: es_wire::TaskType) -> Self {
         use es_wire::TaskType as T;
@@ -296,13 +291,13 @@ impl Runtime {
 
     /// Where an endpoint of `kind` asking for `asked` runs its graph: the
     /// fastest available by default; always the sandbox for a task without
-    /// a graph, or without a `wasi:nn` build installed.
+    /// a `wasi:nn` build installed.
     pub fn resolve_compute(
         &self,
         kind: TaskKind,
         asked: Option<Compute>,
     ) -> Result<Compute, es_wire::EsError> {
-        if !kind.has_graph() || !self.components.contains_key(&(kind, Build::WasiNn)) {
+        if !self.components.contains_key(&(kind, Build::WasiNn)) {
             return Ok(Compute::Sandbox);
         }
         self.host.resolve(asked)
@@ -312,12 +307,14 @@ impl Runtime {
     /// graph running where `compute` says. Blocking: instantiation is fast,
     /// model loading takes up to a second.
     ///
-    /// `memory` counts the linear memory of the instance while it lives.
+    /// `threads`: ONNX Runtime's intra-op threads for its session. `memory`
+    /// counts the linear memory of the instance while it lives.
     pub fn instantiate(
         &self,
         kind: TaskKind,
         model_dir: &Path,
         compute: Compute,
+        threads: usize,
         memory: Arc<AtomicU64>,
     ) -> Result<Instance> {
         let build = Build::for_compute(compute);
@@ -326,7 +323,7 @@ impl Runtime {
             .get(&(kind, build))
             .with_context(|| format!("no {build:?} component for {kind:?} is installed"))?;
         let graph = match build {
-            Build::WasiNn => Some(self.host.graph(model_dir, compute)?),
+            Build::WasiNn => Some(self.host.graph(model_dir, compute, threads)?),
             Build::Sandbox => None,
         };
         let wasi = WasiCtxBuilder::new()

@@ -64,7 +64,13 @@ fn text_embedding_component_equals_native_core() {
         .unwrap();
     for (compute, tolerance) in COMPUTES {
         let mut instance = runtime()
-            .instantiate(TaskKind::TextEmbedding, &dir, compute, Default::default())
+            .instantiate(
+                TaskKind::TextEmbedding,
+                &dir,
+                compute,
+                1,
+                Default::default(),
+            )
             .expect("instance");
         let embedded = instance
             .embed(None, &inputs, None)
@@ -100,7 +106,13 @@ fn sparse_embedding_component_equals_native_core() {
         .unwrap();
     for (compute, tolerance) in COMPUTES {
         let mut instance = runtime()
-            .instantiate(TaskKind::SparseEmbedding, &dir, compute, Default::default())
+            .instantiate(
+                TaskKind::SparseEmbedding,
+                &dir,
+                compute,
+                1,
+                Default::default(),
+            )
             .expect("instance");
         let embedded = instance
             .sparse_embed(None, &inputs, None)
@@ -136,7 +148,7 @@ fn rerank_component_equals_native_core() {
             .unwrap();
         for (compute, tolerance) in COMPUTES {
             let mut instance = runtime()
-                .instantiate(TaskKind::Rerank, &dir, compute, Default::default())
+                .instantiate(TaskKind::Rerank, &dir, compute, 1, Default::default())
                 .expect("instance");
             let scores = instance
                 .rerank(
@@ -171,6 +183,7 @@ fn components_run_wasm_simd_kernels() {
                 kind,
                 &model_cache().join(model),
                 Compute::Sandbox,
+                1,
                 Default::default(),
             )
             .expect("instance");

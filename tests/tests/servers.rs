@@ -154,6 +154,56 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
     }
 }
 
+/// Generation gives the same greedy text in every compute mode and on the
+/// Spin app. Host tract and ONNX Runtime keep the KV cache in the host (per
+/// token only the new id goes in and the logits come back); the sandbox and
+/// the Spin app keep it in the component, on the blocks expanded to fp32.
+#[test]
+fn every_compute_mode_generates_the_same_text() {
+    let native = Server::start_kind(Kind::Native, &[]).expect("native host starts");
+    let spin = Server::start_kind(Kind::Spin, &[]).expect("Spin test host starts");
+    let computes = ["sandbox", "tract", "onnxruntime"];
+    for compute in computes {
+        let (status, body) = cases::body(native.put(
+            &format!("/_inference/completion/llm-{compute}"),
+            &json!({"service": "elasticsearch", "service_settings": {
+                "model_id": "smollm2-135m-instruct", "num_allocations": 1, "compute": compute}}),
+        ));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["service_settings"]["compute"], compute);
+    }
+    let text = |server: &Server, endpoint: &str, question: &str| {
+        let request = json!({"input": question, "task_settings": {"max_tokens": 32}});
+        let (status, body) = cases::body(server.post(
+            &format!("/_inference/completion/{endpoint}?timeout=5m"),
+            &request,
+        ));
+        assert_eq!(status, 200, "{endpoint}: {body}");
+        body["completion"][0]["result"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for question in [cases::FRANCE, "Write a short poem about the sea."] {
+        let sandbox = text(&native, "llm-sandbox", question);
+        for compute in &computes[1..] {
+            let answer = text(&native, &format!("llm-{compute}"), question);
+            assert_eq!(
+                answer, sandbox,
+                "{question}: {compute} differs from the sandbox"
+            );
+        }
+        let answer = text(&spin, ".smollm2-135m-instruct-completion", question);
+        assert_eq!(
+            answer, sandbox,
+            "{question}: the Spin app differs from the sandbox"
+        );
+        if question == cases::FRANCE {
+            assert!(sandbox.contains("Paris"), "{sandbox:?}");
+        }
+    }
+}
+
 /// A server without ONNX Runtime refuses an endpoint that asks for it, says
 /// what to do, and stores nothing; host compute falls back to tract.
 #[test]

@@ -137,10 +137,30 @@ fn main() -> Result<()> {
             build(&target, false)?;
             native_crates()?;
             spin(&target)?;
+            // llama.cpp, the completion benchmark's anchor. Its build may
+            // fail where the rest works (a compiler, a CPU llama.cpp does
+            // not know): the benchmarks then run without it.
+            let llama_python = match args.first().map(String::as_str) {
+                None | Some("completion") => match llama_venv() {
+                    Ok(venv) => Some(venv_python(&venv)),
+                    Err(e) => {
+                        eprintln!(
+                            "==> warning: bench completion runs without its llama.cpp anchor: {e:#}"
+                        );
+                        None
+                    }
+                },
+                Some(_) => None,
+            };
             step("bench", || {
                 // Built by `native_crates`; a `-p benchmarks` build would
                 // unify features differently and rebuild wasmtime.
-                run(Command::new(target.join("release/bench")).args(&args))
+                let mut cmd = Command::new(target.join("release/bench"));
+                cmd.args(&args);
+                if let Some(python) = &llama_python {
+                    cmd.env("LLAMA_PYTHON", python);
+                }
+                run(&mut cmd)
             })
         }
     }
@@ -307,8 +327,8 @@ fn build(target: &Path, with_test_components: bool) -> Result<()> {
         let release = target.join("wasm32-wasip2/release");
         let out = target.join("components");
         std::fs::create_dir_all(&out)?;
-        // The encoder tasks built to run their graphs in the host through
-        // wasi:nn. First: the sandbox builds that follow leave
+        // The tasks built to run their graphs in the host through wasi:nn.
+        // First: the sandbox builds that follow leave
         // `wasm32-wasip2/release` as `spin build` makes it, which spin.toml
         // names.
         let mut cmd = cargo();
@@ -510,6 +530,95 @@ fn test_venv() -> Result<PathBuf> {
         std::fs::write(&stamp, &requirements)?;
         Ok(())
     })?;
+    Ok(venv)
+}
+
+/// llama-cpp-python's two installs into the llama venv: (requirements,
+/// pip flags). pip checks no hashes of the build tools it puts in an
+/// isolated build environment, so the tools are installed first, from a
+/// hashed file of their own, and the sdist is built with them
+/// (`--no-build-isolation`). `--no-cache-dir`: pip would otherwise reuse the
+/// wheel it built before, whatever the build environment now says.
+const LLAMA_INSTALLS: [(&str, &[&str]); 2] = [
+    (
+        "benchmarks/llama-build-requirements.txt",
+        &["--require-hashes", "--only-binary", ":all:"],
+    ),
+    (
+        "benchmarks/llama-requirements.txt",
+        &[
+            "--require-hashes",
+            "--no-binary",
+            "llama-cpp-python",
+            "--no-build-isolation",
+            "--no-cache-dir",
+        ],
+    ),
+];
+
+/// llama.cpp built for this CPU (GGML_NATIVE) but without AMX, whose
+/// instructions fault on the machines the benchmarks run on.
+const LLAMA_BUILD_ENV: [(&str, &str); 3] = [
+    (
+        "CMAKE_ARGS",
+        "-DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF",
+    ),
+    ("CFLAGS", "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"),
+    ("CXXFLAGS", "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"),
+];
+
+/// A virtualenv with llama-cpp-python built from its sdist, beside the model
+/// cache: `bench completion`'s anchor. Built once (the first build compiles
+/// llama.cpp, about 10 minutes on two busy cores), and again when its stamp
+/// changes: the build environment, each install's pip flags and
+/// requirements.
+fn llama_venv() -> Result<PathBuf> {
+    let venv = model_cache()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("llama-venv");
+    let mut want = String::new();
+    for (name, value) in LLAMA_BUILD_ENV {
+        want += &format!("{name}={value}\n");
+    }
+    for (file, flags) in LLAMA_INSTALLS {
+        let requirements =
+            std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
+        want += &format!("pip install {} -r {file}\n{requirements}", flags.join(" "));
+    }
+    let stamp = venv.join("stamp");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(venv);
+    }
+    // Not retried on every run: a failing build takes minutes to fail.
+    let failed = venv.join("failed");
+    if std::fs::read_to_string(&failed).ok().as_deref() == Some(want.as_str()) {
+        bail!(
+            "building {} failed before with the same requirements and flags; \
+             delete it to try again",
+            venv.display()
+        );
+    }
+    let built = step("llama.cpp venv", || {
+        eprintln!("compiling llama.cpp for this CPU, once: about 10 minutes on two cores");
+        run(Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+        for (file, flags) in LLAMA_INSTALLS {
+            run(Command::new(venv_python(&venv))
+                .args(["-m", "pip", "install", "--disable-pip-version-check"])
+                .args(flags)
+                .args(["-r", file])
+                .envs(LLAMA_BUILD_ENV))?;
+        }
+        std::fs::write(&stamp, &want)?;
+        Ok(())
+    });
+    if let Err(e) = built {
+        // The venv may not exist if its creation failed.
+        let _ = std::fs::write(&failed, &want);
+        return Err(e);
+    }
     Ok(venv)
 }
 

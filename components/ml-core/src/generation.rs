@@ -2,17 +2,17 @@
 //! `models/llama_gguf_onnx.py`: a KV cache, greedy or nucleus sampling, stop
 //! sequences, and streaming in whole UTF-8 characters.
 
+use crate::decoder::{Decoder, DecoderRun};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use std::path::Path;
 use std::sync::Arc;
 use tokenizers::Tokenizer;
-use tract_onnx::prelude::*;
 
 /// Prompt tokens per model run. Bounds the attention scores of a long prompt
 /// (`heads × chunk × past` floats: 9 × 256 × 8192 × 4 B = 75 MB at most)
-/// instead of `heads × prompt²` (2.3 GB for 8192 tokens).
-const PREFILL_CHUNK: usize = 256;
+/// instead of `heads × prompt²` (2.3 GB for 8192 tokens). The host takes no
+/// more in one `wasi:nn` call.
+pub const PREFILL_CHUNK: usize = 256;
 
 /// The sampling seed when the options give none: generation is reproducible
 /// either way; callers that want variety pass their own seed.
@@ -36,6 +36,33 @@ pub struct GeneratorConfig {
     pub chat_format: Option<ChatFormat>,
     pub inputs: GraphInputs,
     pub outputs: GraphOutputs,
+}
+
+impl GeneratorConfig {
+    pub fn from_json(model_json: &[u8]) -> Result<Self> {
+        serde_json::from_slice(model_json)
+            .context("model.json is not a valid generative model description")
+    }
+
+    /// Graph input and output names, in the order the converter writes them:
+    /// ids then each layer's past key and value; logits then each layer's
+    /// present key and value.
+    pub fn graph_names(&self) -> (Vec<String>, Vec<String>) {
+        let (i, o) = (&self.inputs, &self.outputs);
+        let mut inputs = vec![i.input_ids.name.clone()];
+        let mut outputs = vec![o.logits.name.clone()];
+        for layer in 0..self.num_layers {
+            let layer = layer.to_string();
+            for (names, key, value) in [
+                (&mut inputs, &i.past_key, &i.past_value),
+                (&mut outputs, &o.present_key, &o.present_value),
+            ] {
+                names.push(key.name.replace("{i}", &layer));
+                names.push(value.name.replace("{i}", &layer));
+            }
+        }
+        (inputs, outputs)
+    }
 }
 
 /// How chat messages become a prompt (ChatML for SmolLM2).
@@ -113,8 +140,8 @@ pub struct Usage {
     pub completion_tokens: usize,
 }
 
-/// A loaded model: tokenizer plus the optimised tract plan, built once and
-/// shared (cheaply cloned) by every [`Generation`].
+/// A loaded model: tokenizer plus its decoder graph (see [`crate::decoder`]),
+/// built once and shared (cheaply cloned) by every [`Generation`].
 #[derive(Clone)]
 pub struct Generator {
     shared: Arc<Shared>,
@@ -123,88 +150,76 @@ pub struct Generator {
 struct Shared {
     config: GeneratorConfig,
     tokenizer: Tokenizer,
-    plan: Arc<TypedRunnableModel>,
+    decoder: Box<dyn Decoder>,
 }
 
 impl Generator {
-    /// Loads `model.json`, `tokenizer.json` and `model.onnx` from `dir`.
-    pub fn load(dir: &Path) -> Result<Self> {
+    /// Loads `model.json` and `tokenizer.json` from `dir`, and the graph from
+    /// where this build runs it: in the host through `wasi:nn` by model id
+    /// (feature `wasi-nn`), or `model.onnx` in tract.
+    pub fn load(dir: &std::path::Path) -> Result<Self> {
+        #[cfg(feature = "wasi-nn")]
+        {
+            let read = |name: &str| {
+                let path = dir.join(name);
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+            };
+            Self::with_decoder(&read("model.json")?, &read("tokenizer.json")?, |config| {
+                let decoder = crate::wasi_nn::WasiNnDecoder::load(
+                    &config.model_id,
+                    &config.inputs.input_ids.name,
+                )?;
+                Ok(Box::new(decoder))
+            })
+        }
+        #[cfg(all(feature = "tract", not(feature = "wasi-nn")))]
+        Self::load_expanded(dir, crate::blocks::EXPAND)
+    }
+
+    /// [`Generator::load`], choosing whether block-quantised weights are
+    /// expanded to fp32 (see [`crate::blocks`]); for tests and benchmarks.
+    #[cfg(feature = "tract")]
+    #[doc(hidden)]
+    pub fn load_expanded(dir: &std::path::Path, expand: bool) -> Result<Self> {
         let path = |name: &str| dir.join(name);
         let read = |name: &str| {
             std::fs::read(path(name)).with_context(|| format!("reading {}", path(name).display()))
         };
-        let (config, tokenizer) = parse_json(&read("model.json")?, &read("tokenizer.json")?)?;
-        // Handed to tract as a reader, not read here first: one copy of the
-        // 655 MB file fewer at the peak.
-        let mut onnx = std::fs::File::open(path("model.onnx"))
-            .with_context(|| format!("reading {}", path("model.onnx").display()))?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut onnx)
-            .context("model.onnx is not a valid ONNX graph")?;
-        Self::build(config, tokenizer, model)
+        Self::with_decoder(&read("model.json")?, &read("tokenizer.json")?, |config| {
+            // Handed to tract as a reader, not read here first: one copy of
+            // the file fewer at the peak.
+            let mut onnx = std::fs::File::open(path("model.onnx"))
+                .with_context(|| format!("reading {}", path("model.onnx").display()))?;
+            let decoder = crate::decoder::TractDecoder::load(&mut onnx, config, expand)?;
+            Ok(Box::new(decoder))
+        })
     }
 
     /// Builds the generator from file contents. Optimising the graph takes
     /// seconds: do it once per model.
+    #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
-        let (config, tokenizer) = parse_json(model_json, tokenizer_json)?;
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut &*onnx)
-            .context("model.onnx is not a valid ONNX graph")?;
-        Self::build(config, tokenizer, model)
+        Self::with_decoder(model_json, tokenizer_json, |config| {
+            let decoder =
+                crate::decoder::TractDecoder::load(&mut &*onnx, config, crate::blocks::EXPAND)?;
+            Ok(Box::new(decoder))
+        })
     }
 
-    fn build(
-        config: GeneratorConfig,
-        tokenizer: Tokenizer,
-        mut model: InferenceModel,
+    /// A generator whose graph runs where `decoder` puts it, given the
+    /// parsed `model.json`.
+    pub fn with_decoder(
+        model_json: &[u8],
+        tokenizer_json: &[u8],
+        decoder: impl FnOnce(&GeneratorConfig) -> Result<Box<dyn Decoder>>,
     ) -> Result<Self> {
-        let (inputs, outputs) = graph_names(&config);
-        let found: Vec<String> = model
-            .input_outlets()?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        if found != inputs {
-            bail!("model.onnx inputs {found:?} differ from model.json's {inputs:?}");
-        }
-        let found: Vec<String> = model
-            .output_outlets()?
-            .iter()
-            .map(|o| model.node(o.node).name.clone())
-            .collect();
-        if found != outputs {
-            bail!("model.onnx outputs {found:?} differ from model.json's {outputs:?}");
-        }
-        // The symbols must be the ones the file already names, or tract
-        // cannot unify them with the graph's own shapes.
-        let sequence = model.symbols.sym("sequence");
-        let past = model.symbols.sym("past_sequence");
-        model.set_input_fact(
-            0,
-            InferenceFact::dt_shape(i64::datum_type(), tvec!(1.to_dim(), sequence.to_dim())),
-        )?;
-        let kv_shape = tvec!(
-            1.to_dim(),
-            config.num_kv_heads.to_dim(),
-            past.to_dim(),
-            config.head_dim.to_dim()
-        );
-        for ix in 1..inputs.len() {
-            model.set_input_fact(
-                ix,
-                InferenceFact::dt_shape(f32::datum_type(), kv_shape.clone()),
-            )?;
-        }
-        let plan = model
-            .into_optimized()
-            .context("optimising model.onnx")?
-            .into_runnable()?;
+        let (config, tokenizer) = parse_json(model_json, tokenizer_json)?;
+        let decoder = decoder(&config)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
                 tokenizer,
-                plan,
+                decoder,
             }),
         })
     }
@@ -297,12 +312,7 @@ impl Generator {
         let max_tokens = options
             .max_tokens
             .min(config.max_sequence_length - prompt.len());
-        let past = (0..2 * config.num_layers)
-            .map(|_| {
-                Tensor::zero::<f32>(&[1, config.num_kv_heads, 0, config.head_dim])
-                    .map(|t| t.into_tvalue())
-            })
-            .collect::<TractResult<_>>()?;
+        let sequence = self.shared.decoder.start()?;
         Ok(Generation {
             shared: self.shared.clone(),
             sampler: Sampler {
@@ -313,7 +323,7 @@ impl Generator {
             max_tokens,
             prompt_tokens: prompt.len(),
             feed: prompt,
-            past,
+            sequence,
             ids: Vec::new(),
             decoded: 0,
             stops: StopScan::new(options.stop),
@@ -332,8 +342,7 @@ impl Generator {
 }
 
 fn parse_json(model_json: &[u8], tokenizer_json: &[u8]) -> Result<(GeneratorConfig, Tokenizer)> {
-    let config = serde_json::from_slice(model_json)
-        .context("model.json is not a valid generative model description")?;
+    let config = GeneratorConfig::from_json(model_json)?;
     let mut tokenizer =
         Tokenizer::from_bytes(tokenizer_json).map_err(|e| anyhow!("tokenizer.json: {e}"))?;
     tokenizer.with_padding(None);
@@ -341,24 +350,6 @@ fn parse_json(model_json: &[u8], tokenizer_json: &[u8]) -> Result<(GeneratorConf
         .with_truncation(None)
         .map_err(|e| anyhow!("tokenizer truncation: {e}"))?;
     Ok((config, tokenizer))
-}
-
-/// Graph input and output names, in the order the converter writes them.
-fn graph_names(config: &GeneratorConfig) -> (Vec<String>, Vec<String>) {
-    let (i, o) = (&config.inputs, &config.outputs);
-    let mut inputs = vec![i.input_ids.name.clone()];
-    let mut outputs = vec![o.logits.name.clone()];
-    for layer in 0..config.num_layers {
-        let layer = layer.to_string();
-        for (names, key, value) in [
-            (&mut inputs, &i.past_key, &i.past_value),
-            (&mut outputs, &o.present_key, &o.present_value),
-        ] {
-            names.push(key.name.replace("{i}", &layer));
-            names.push(value.name.replace("{i}", &layer));
-        }
-    }
-    (inputs, outputs)
 }
 
 /// `{role}` and `{content}` of a message template filled in one pass, so
@@ -393,8 +384,8 @@ pub struct Generation {
     prompt_tokens: usize,
     /// What the next model run reads: the prompt, then the last sampled token.
     feed: Vec<u32>,
-    /// `present` of the last run, fed back as `past_key_values`.
-    past: TVec<TValue>,
+    /// The decoder's sequence: the KV cache of everything run so far.
+    sequence: Box<dyn DecoderRun>,
     /// Generated token ids, end-of-sequence excluded.
     ids: Vec<u32>,
     /// `ids[..decoded]` are already text; the rest ends inside a character.
@@ -509,17 +500,17 @@ impl Generation {
     fn run(&mut self, ids: &[u32], chunk: usize) -> Result<Vec<f32>> {
         let mut logits = None;
         for chunk in ids.chunks(chunk) {
-            let ids: Vec<i64> = chunk.iter().map(|&id| id as i64).collect();
-            let input = tract_ndarray::Array2::from_shape_vec((1, ids.len()), ids)?;
-            let mut inputs = tvec![input.into_tvalue()];
-            inputs.extend(self.past.drain(..));
-            let mut outputs = self.shared.plan.run(inputs)?;
-            self.past = outputs.drain(1..).collect();
-            logits = Some(outputs.remove(0));
+            logits = Some(self.sequence.run(chunk)?);
         }
         let logits = logits.context("no tokens to run")?;
-        let logits = logits.to_plain_array_view::<f32>()?;
-        Ok(logits.iter().copied().collect())
+        if logits.len() != self.shared.config.vocab_size {
+            bail!(
+                "the decoder returned {} logits for a vocabulary of {}",
+                logits.len(),
+                self.shared.config.vocab_size
+            );
+        }
+        Ok(logits)
     }
 }
 

@@ -4,14 +4,16 @@
 //!
 //! Where an encoder's graph runs is a feature: `tract` runs it in process
 //! (natively, in the browser, or inside a sandboxed component), `wasi-nn`
-//! hands it to the host through `wasi:nn` (see [`graph`]). Generation needs
-//! `tract`.
+//! hands it to the host through `wasi:nn` (see [`graph`]); a decoder's graph
+//! moves the same way (see [`decoder`]).
 
+#[cfg(feature = "tract")]
+pub mod blocks;
 pub mod component;
 pub mod config;
+pub mod decoder;
 pub mod embedding;
 pub mod encoder;
-#[cfg(feature = "tract")]
 pub mod generation;
 pub mod graph;
 pub mod kernels;
@@ -27,7 +29,6 @@ pub use component::ModelSlot;
 pub use config::{ModelConfig, Pooling};
 pub use embedding::{cosine, Embedding, TextEmbedder};
 pub use encoder::Encoder;
-#[cfg(feature = "tract")]
 pub use generation::{
     FinishReason, Generation, GenerationOptions, Generator, GeneratorConfig, Usage,
 };

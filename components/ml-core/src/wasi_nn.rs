@@ -5,7 +5,13 @@
 //! the host decides which graphs an instance may load and runs them natively.
 //! Tensors go over as bytes, little-endian as the spec says: i64 token ids in,
 //! one f32 tensor out.
+//!
+//! A decoder's graph goes the same way, with its KV cache kept by the host in
+//! the execution context: one context per sequence, and per step only the
+//! new ids `[1, n]` go in and the last position's logits `[1, vocab]` come
+//! back.
 
+use crate::decoder::{Decoder, DecoderRun};
 use crate::graph::{Graph, Input, Output};
 use anyhow::{anyhow, bail, Result};
 
@@ -89,6 +95,73 @@ impl Graph for WasiNnGraph {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         Ok(Output { shape, values })
+    }
+}
+
+/// A decoder graph the host loaded for this instance.
+pub struct WasiNnDecoder {
+    graph: graph::Graph,
+    input: String,
+}
+
+impl WasiNnDecoder {
+    /// Asks the host for the decoder graph named `name`, fed token ids as
+    /// its input `input`.
+    pub fn load(name: &str, input: &str) -> Result<Self> {
+        let graph = graph::load_by_name(name)
+            .map_err(|e| nn_error(e, &format!("loading graph [{name}] through wasi:nn")))?;
+        Ok(Self {
+            graph,
+            input: input.to_string(),
+        })
+    }
+}
+
+impl Decoder for WasiNnDecoder {
+    fn start(&self) -> Result<Box<dyn DecoderRun>> {
+        let context = self
+            .graph
+            .init_execution_context()
+            .map_err(|e| nn_error(e, "starting a wasi:nn execution context"))?;
+        Ok(Box::new(WasiNnRun {
+            context,
+            input: self.input.clone(),
+        }))
+    }
+}
+
+/// One sequence: its KV cache lives in the host's execution context.
+struct WasiNnRun {
+    context: GraphExecutionContext,
+    input: String,
+}
+
+impl DecoderRun for WasiNnRun {
+    fn run(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let bytes = ids
+            .iter()
+            .map(|&id| i64::from(id).to_le_bytes())
+            .collect::<Vec<[u8; 8]>>()
+            .into_flattened();
+        let input = Tensor::new(&[1, u32::try_from(ids.len())?], TensorType::I64, &bytes);
+        let outputs = self
+            .context
+            .compute(vec![(self.input.clone(), input)])
+            .map_err(|e| nn_error(e, "wasi:nn compute"))?;
+        let Some((_, tensor)) = outputs.into_iter().next() else {
+            bail!("wasi:nn compute returned no output");
+        };
+        if tensor.ty() != TensorType::Fp32 {
+            bail!("wasi:nn returned a {:?} tensor, not f32", tensor.ty());
+        }
+        let bytes = tensor.data();
+        if bytes.len() % 4 != 0 {
+            bail!("wasi:nn returned {} bytes of f32 logits", bytes.len());
+        }
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
     }
 }
 

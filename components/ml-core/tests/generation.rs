@@ -272,3 +272,23 @@ fn bad_requests_are_errors() {
     let err = g.start_tokens(too_long, greedy(1)).err().unwrap();
     assert!(err.to_string().contains("8192"), "{err}");
 }
+
+/// The sandbox (wasm) expands the model's 4-bit blocks to fp32 before tract
+/// sees them (`ml_core::blocks`); natively tract runs the blocks. Both must
+/// generate the same tokens.
+#[test]
+fn blocks_expanded_to_f32_generate_the_same_tokens() {
+    const N: usize = 32;
+    let expanded =
+        Generator::load_expanded(&default_model_cache().join(MODEL), !ml_core::blocks::EXPAND)
+            .unwrap();
+    for question in [FRANCE, "Write a short poem about the sea."] {
+        let prompt = generator().encode(&chat(question)).unwrap();
+        let mut ours = generator().start_tokens(prompt.clone(), greedy(N)).unwrap();
+        ours.read_to_end().unwrap();
+        let mut theirs = expanded.start_tokens(prompt, greedy(N)).unwrap();
+        theirs.read_to_end().unwrap();
+        println!("{:?}", decode(ours.generated_ids()));
+        assert_eq!(ours.generated_ids(), theirs.generated_ids(), "{question}");
+    }
+}

@@ -4,13 +4,14 @@
 //!
 //! wasmtime-wasi-nn's own ONNX backend takes f32 inputs only and serialises
 //! each graph behind one mutex; this one takes BERT's i64 ids and gives each
-//! instance a session of its own with one intra-op thread.
+//! instance (or each generated sequence) a session of its own, with the
+//! endpoint's `num_threads` intra-op threads (1 by default).
 
-use super::{Backend, Context};
+use super::{Backend, Context, Sequence, SequenceLimits};
 use anyhow::{anyhow, bail, Context as _, Result};
-use ml_core::{Input, Output};
+use ml_core::{GeneratorConfig, Input, Output};
 use ort::session::{RunOptions, Session};
-use ort::value::{Tensor, ValueType};
+use ort::value::{DynValue, Tensor, ValueType};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
@@ -33,14 +34,16 @@ impl Runtime {
         })
     }
 
-    /// The model in `onnx`, read once; each instance builds its own session.
-    pub fn graph(&self, onnx: &Path, output: &str) -> Result<Graph> {
+    /// The model in `onnx`, read once; each instance builds its own session
+    /// with `threads` intra-op threads.
+    pub fn graph(&self, onnx: &Path, output: &str, threads: usize) -> Result<Graph> {
         let bytes = std::fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
         let graph = Graph {
             environment: self.environment.clone(),
             bytes: Arc::from(bytes),
             output: output.to_string(),
             width: None,
+            threads,
         };
         // One session up front: the file must load, and it tells the output width.
         let probe = graph.session()?;
@@ -56,6 +59,43 @@ impl Runtime {
             .and_then(|w| usize::try_from(w).ok());
         Ok(Graph { width, ..graph })
     }
+
+    /// The decoder in `onnx`, read once. Sessions are pooled: a sequence
+    /// (one execution context) borrows one and gives it back when it ends.
+    pub fn decoder(
+        &self,
+        onnx: &Path,
+        config: &GeneratorConfig,
+        threads: usize,
+    ) -> Result<DecoderGraph> {
+        let bytes = std::fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;
+        let (inputs, outputs) = config.graph_names();
+        let graph = DecoderGraph {
+            environment: self.environment.clone(),
+            bytes: Arc::from(bytes),
+            inputs,
+            outputs,
+            empty: [1, config.num_kv_heads, 0, config.head_dim],
+            limits: SequenceLimits::new(config),
+            sessions: Arc::default(),
+            threads,
+        };
+        // One session up front: the file must load.
+        let first = session(&graph.environment, &graph.bytes, threads)?;
+        graph.sessions.lock().unwrap().push(first);
+        Ok(graph)
+    }
+}
+
+fn session(
+    environment: &ort::environment::Environment,
+    bytes: &[u8],
+    threads: usize,
+) -> Result<Session> {
+    Session::builder(environment)
+        .and_then(|b| Ok(b.with_intra_threads(threads)?.with_inter_threads(1)?))
+        .and_then(|mut b| b.commit_from_memory(bytes))
+        .map_err(|e| anyhow!("ONNX Runtime cannot load the model: {e}"))
 }
 
 pub struct Graph {
@@ -63,14 +103,12 @@ pub struct Graph {
     bytes: Arc<[u8]>,
     output: String,
     width: Option<usize>,
+    threads: usize,
 }
 
 impl Graph {
     fn session(&self) -> Result<Session> {
-        Session::builder(&self.environment)
-            .and_then(|b| Ok(b.with_intra_threads(1)?.with_inter_threads(1)?))
-            .and_then(|mut b| b.commit_from_memory(&self.bytes))
-            .map_err(|e| anyhow!("ONNX Runtime cannot load the model: {e}"))
+        session(&self.environment, &self.bytes, self.threads)
     }
 }
 
@@ -126,6 +164,126 @@ impl Context for Run {
             shape: shape.iter().map(|&d| d as usize).collect(),
             values: data.to_vec(),
         })
+    }
+}
+
+/// A decoder graph: its file, names, and the sessions no sequence holds now.
+pub struct DecoderGraph {
+    environment: Arc<ort::environment::Environment>,
+    bytes: Arc<[u8]>,
+    /// ids, then each layer's past key and value.
+    inputs: Vec<String>,
+    /// logits, then each layer's present key and value.
+    outputs: Vec<String>,
+    /// The shape of a new sequence's (empty) past.
+    empty: [usize; 4],
+    limits: SequenceLimits,
+    sessions: Arc<Mutex<Vec<Session>>>,
+    threads: usize,
+}
+
+impl Backend for DecoderGraph {
+    fn context(&self) -> Result<Box<dyn Context>> {
+        let pooled = self.sessions.lock().unwrap().pop();
+        let session = match pooled {
+            Some(session) => session,
+            None => session(&self.environment, &self.bytes, self.threads)?,
+        };
+        Ok(Box::new(DecoderRun {
+            session: Some(session),
+            pool: self.sessions.clone(),
+            inputs: self.inputs.clone(),
+            outputs: self.outputs.clone(),
+            empty: self.empty,
+            past: None,
+            sequence: Sequence::new(self.limits),
+            watchdog: Watchdog::start()?,
+        }))
+    }
+
+    fn output_width(&self) -> Option<usize> {
+        Some(self.limits.vocab)
+    }
+}
+
+/// One sequence: a pooled session and the KV cache, as ONNX Runtime values
+/// that go straight back in as the next step's past.
+struct DecoderRun {
+    session: Option<Session>,
+    pool: Arc<Mutex<Vec<Session>>>,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    empty: [usize; 4],
+    past: Option<Vec<DynValue>>,
+    sequence: Sequence,
+    watchdog: Watchdog,
+}
+
+impl DecoderRun {
+    fn step(&mut self, ids: &[i64], deadline: Option<Instant>) -> Result<Vec<f32>> {
+        let session = self.session.as_mut().context("the session is gone")?;
+        let ids = Tensor::from_array(([1, ids.len()], ids.to_vec()))?;
+        let past = match self.past.take() {
+            Some(past) => past,
+            None => (1..self.inputs.len())
+                .map(|_| Ok(Tensor::<f32>::from_array((self.empty, Vec::new()))?.into_dyn()))
+                .collect::<Result<_>>()?,
+        };
+        let values: Vec<(String, DynValue)> = std::iter::once(ids.into_dyn())
+            .chain(past)
+            .zip(&self.inputs)
+            .map(|(value, name)| (name.clone(), value))
+            .collect();
+        let options = Arc::new(RunOptions::new()?);
+        self.watchdog.watch(deadline.map(|d| (d, options.clone())));
+        let result = session.run_with_options(values, &options);
+        self.watchdog.watch(None);
+        let mut outputs = result.map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
+        let logits = outputs
+            .remove(&self.outputs[0])
+            .context("ONNX Runtime returned no logits")?;
+        let present = self.outputs[1..]
+            .iter()
+            .map(|name| {
+                outputs
+                    .remove(name)
+                    .with_context(|| format!("no output [{name}]"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (_, logits) = logits
+            .try_extract_tensor::<f32>()
+            .map_err(|e| anyhow!("ONNX Runtime's logits are not an f32 tensor: {e}"))?;
+        let logits = logits.to_vec();
+        self.past = Some(present);
+        Ok(logits)
+    }
+}
+
+impl Context for DecoderRun {
+    fn run(
+        &mut self,
+        _batch: usize,
+        _sequence: usize,
+        inputs: Vec<Input<'_>>,
+        deadline: Option<Instant>,
+    ) -> Result<Output> {
+        let ids = self.sequence.ids(&inputs)?;
+        let steps = ids.len();
+        let logits = self.step(ids, deadline);
+        let values = self.sequence.advance(steps, logits)?;
+        Ok(Output {
+            shape: vec![1, values.len()],
+            values,
+        })
+    }
+}
+
+impl Drop for DecoderRun {
+    /// The session goes back to the pool for the next sequence.
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.pool.lock().unwrap().push(session);
+        }
     }
 }
 
