@@ -55,47 +55,57 @@ impl Graph for WasiNnGraph {
         let tensors = inputs
             .into_iter()
             .map(|input| {
-                let bytes = input
-                    .values
-                    .iter()
-                    .map(|v| v.to_le_bytes())
-                    .collect::<Vec<[u8; 8]>>()
-                    .into_flattened();
-                (
-                    input.name.to_string(),
-                    Tensor::new(&dims, TensorType::I64, &bytes),
-                )
+                let tensor = i64_tensor(&dims, input.values.into_iter());
+                (input.name.to_string(), tensor)
             })
-            .collect::<Vec<_>>();
-        let mut outputs = self
-            .context
-            .compute(tensors)
-            .map_err(|e| nn_error(e, "wasi:nn compute"))?;
-        let at = outputs
-            .iter()
-            .position(|(name, _)| *name == self.output)
-            .unwrap_or(0);
-        if outputs.is_empty() {
-            bail!("wasi:nn compute returned no output");
-        }
-        let (_, tensor) = outputs.swap_remove(at);
-        if tensor.ty() != TensorType::Fp32 {
-            bail!("wasi:nn returned a {:?} tensor, not f32", tensor.ty());
-        }
-        let shape: Vec<usize> = tensor.dimensions().iter().map(|&d| d as usize).collect();
-        let bytes = tensor.data();
-        if bytes.len() != shape.iter().product::<usize>() * 4 {
-            bail!(
-                "wasi:nn returned {} bytes for a tensor of shape {shape:?}",
-                bytes.len()
-            );
-        }
-        let values = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        Ok(Output { shape, values })
+        compute(&self.context, tensors, &self.output)
     }
+}
+
+/// An i64 tensor of `dims`, little-endian as the spec says.
+fn i64_tensor(dims: &[u32], values: impl Iterator<Item = i64>) -> Tensor {
+    let bytes = values
+        .map(i64::to_le_bytes)
+        .collect::<Vec<[u8; 8]>>()
+        .into_flattened();
+    Tensor::new(dims, TensorType::I64, &bytes)
+}
+
+/// Runs `context` on `inputs` and reads its f32 output `output` (or the
+/// first output, if none has that name), checked against its shape.
+fn compute(
+    context: &GraphExecutionContext,
+    inputs: Vec<(String, Tensor)>,
+    output: &str,
+) -> Result<Output> {
+    let mut outputs = context
+        .compute(inputs)
+        .map_err(|e| nn_error(e, "wasi:nn compute"))?;
+    if outputs.is_empty() {
+        bail!("wasi:nn compute returned no output");
+    }
+    let at = outputs
+        .iter()
+        .position(|(name, _)| name == output)
+        .unwrap_or(0);
+    let (_, tensor) = outputs.swap_remove(at);
+    if tensor.ty() != TensorType::Fp32 {
+        bail!("wasi:nn returned a {:?} tensor, not f32", tensor.ty());
+    }
+    let shape: Vec<usize> = tensor.dimensions().iter().map(|&d| d as usize).collect();
+    let bytes = tensor.data();
+    if bytes.len() != shape.iter().product::<usize>() * 4 {
+        bail!(
+            "wasi:nn returned {} bytes for a tensor of shape {shape:?}",
+            bytes.len()
+        );
+    }
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(Output { shape, values })
 }
 
 /// A decoder graph the host loaded for this instance.
@@ -138,30 +148,10 @@ struct WasiNnRun {
 
 impl DecoderRun for WasiNnRun {
     fn run(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        let bytes = ids
-            .iter()
-            .map(|&id| i64::from(id).to_le_bytes())
-            .collect::<Vec<[u8; 8]>>()
-            .into_flattened();
-        let input = Tensor::new(&[1, u32::try_from(ids.len())?], TensorType::I64, &bytes);
-        let outputs = self
-            .context
-            .compute(vec![(self.input.clone(), input)])
-            .map_err(|e| nn_error(e, "wasi:nn compute"))?;
-        let Some((_, tensor)) = outputs.into_iter().next() else {
-            bail!("wasi:nn compute returned no output");
-        };
-        if tensor.ty() != TensorType::Fp32 {
-            bail!("wasi:nn returned a {:?} tensor, not f32", tensor.ty());
-        }
-        let bytes = tensor.data();
-        if bytes.len() % 4 != 0 {
-            bail!("wasi:nn returned {} bytes of f32 logits", bytes.len());
-        }
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        let dims = [1, u32::try_from(ids.len())?];
+        let input = i64_tensor(&dims, ids.iter().map(|&id| i64::from(id)));
+        let logits = compute(&self.context, vec![(self.input.clone(), input)], "")?;
+        Ok(logits.values)
     }
 }
 

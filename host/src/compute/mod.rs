@@ -29,7 +29,7 @@
 //!   8192 tokens), the output by `ml_core`'s 64 Mi values (256 MiB), and the
 //!   tensors a component holds at once by [`MAX_TENSOR_BYTES`]; a decoder's
 //!   cache by its model's `max_sequence_length` (SmolLM2: 8192 positions,
-//!   30 layers × 2 × 3 heads × 64 floats each, 180 MiB).
+//!   30 layers × 2 × 3 heads × 64 floats each, 360 MiB).
 //!
 //! Two backends: tract, natively (always there), and ONNX Runtime through
 //! `ort`, loaded at run time from the `libonnxruntime` that the model
