@@ -102,11 +102,12 @@ class Model:
         self.logits_name = m["outputs"]["logits"]["name"]
         self.load(out_dir / "model.onnx")
 
-    def load(self, path: Path):
+    def load(self, path: Path | bytes):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        self.sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        source = path if isinstance(path, bytes) else str(path)
+        self.sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
     def empty_cache(self) -> list[np.ndarray]:
         return [np.zeros((1, self.n_kv, 0, self.head_dim), np.float32) for _ in self.past_names]
@@ -323,6 +324,81 @@ def check_blocks(model: Model, reference: Model, n: int = 32):
     assert worst < 1e-3
 
 
+# Prompts beyond the bench's, for the int8 graph's choices along the exact path.
+MORE_QUESTIONS = ["Where is the Eiffel Tower?", "What is 2+2?", "Name three colors.",
+                  "Tell me about Paris."]
+
+
+def check_onnxruntime_graph(out_dir: Path, model: Model, n: int = 32):
+    """model.onnxruntime.onnx is model.onnx's decoder in ONNX Runtime's fused
+    operators. With exact products (accuracy_level 0) its logits and cache
+    equal model.onnx's, for a whole prompt, a chunked one and decoding. As
+    written (int8 activations) it generates each bench question's first n
+    tokens as model.onnx does; along model.onnx's greedy path of more
+    prompts, it picks another token only where model.onnx's own margin
+    between the two is under a logit."""
+    path = out_dir / "model.onnxruntime.onnx"
+    graph = onnx.load(str(path))
+    portable = onnx.load(str(out_dir / "model.onnx"), load_external_data=False)
+
+    def interface(m):
+        return [(vi.name, [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim])
+                for vi in (*m.graph.input, *m.graph.output)]
+    assert interface(graph) == interface(portable), "inputs and outputs differ from model.onnx"
+    ops = collections.Counter(node.op_type for node in graph.graph.node)
+    print(f"nodes {len(graph.graph.node)} (model.onnx: {len(portable.graph.node)}):",
+          ", ".join(f"{op} {c}" for op, c in ops.most_common(6)))
+    assert ops["GroupQueryAttention"] == model.n_layer, ops
+
+    for node in graph.graph.node:
+        if node.op_type == "MatMulNBits":
+            for attr in node.attribute:
+                if attr.name == "accuracy_level":
+                    attr.i = 0
+    exact = Model(out_dir)
+    exact.load(graph.SerializeToString())
+    ids = model.tok.encode(model.chat_prompt(BENCH_QUESTIONS[0])).ids
+    worst = 0.0
+    for chunks in ([ids], [ids[:17], ids[17:]]):
+        a, b = model.empty_cache(), exact.empty_cache()
+        for chunk in chunks:
+            la, a = model.step(chunk, a)
+            lb, b = exact.step(chunk, b)
+        for _ in range(8):
+            worst = max(worst, float(np.abs(la - lb).max()),
+                        max(float(np.abs(x - y).max()) for x, y in zip(a, b)))
+            nxt = int(np.argmax(la))
+            la, a = model.step([nxt], a)
+            lb, b = exact.step([nxt], b)
+    print(f"exact products: max |diff| of logits and cache {worst:.2e}")
+    assert worst < 1e-3
+
+    fast = Model(out_dir)
+    fast.load(path)
+    for question in BENCH_QUESTIONS:
+        ids = model.tok.encode(model.chat_prompt(question)).ids
+        out, _ = fast.generate(ids, n, stop=False)
+        ref, _ = model.generate(ids, n, stop=False)
+        assert out == ref, f"{question!r}: int8 activations {out} != exact {ref}"
+    widest = 0.0
+    for question in BENCH_QUESTIONS + MORE_QUESTIONS:
+        ids = model.tok.encode(model.chat_prompt(question)).ids
+        ref, _ = model.generate(ids, n, stop=False)
+        la, a = model.step(ids, model.empty_cache())
+        lb, b = fast.step(ids, fast.empty_cache())
+        flips = []
+        for i, token in enumerate(ref):
+            widest = max(widest, float(np.abs(la - lb).max()))
+            mine = int(np.argmax(lb))
+            if mine != token:
+                flips.append((i, float(la[token] - la[mine])))
+            la, a = model.step([token], a)
+            lb, b = fast.step([token], b)
+        print(f"{question!r}: other picks (position, exact margin) {flips}")
+        assert all(margin < 1.0 for _, margin in flips), flips
+    print(f"int8 activations: max |diff| of logits {widest:.2f}")
+
+
 # --------------------------------------------------------- numpy reference
 
 
@@ -490,6 +566,7 @@ def main() -> int:
     checks.run("greedy ChatML answer", check_paris, model)
     checks.run("KV cache == no cache", check_cache_equivalence, model)
     checks.run("tract", check_tract, args.out_dir, model)
+    checks.run("ONNX Runtime's fused graph", check_onnxruntime_graph, args.out_dir, model)
     print(f"\n{checks.passed} passed, {checks.failed} failed, {checks.skipped} skipped")
     return 1 if checks.failed else 0
 

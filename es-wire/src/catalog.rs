@@ -198,7 +198,7 @@ pub fn preconfigured_endpoints(catalog: &Catalog, max_allocations: u32) -> Vec<E
                 model_id: model.to_string(),
                 adaptive_allocations: Some(AdaptiveAllocations {
                     enabled: true,
-                    // The language model (1.3 GB an instance) loads on first use.
+                    // The language model (hundreds of MB an instance) loads on first use.
                     min_number_of_allocations: Some(u32::from(!matches!(
                         task_type,
                         TaskType::Completion | TaskType::ChatCompletion

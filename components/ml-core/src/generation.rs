@@ -14,6 +14,11 @@ use tokenizers::Tokenizer;
 /// more in one `wasi:nn` call.
 pub const PREFILL_CHUNK: usize = 256;
 
+/// The decoder fused for ONNX Runtime alone (its contrib operators, int8
+/// activations), beside `model.onnx` when the converter could write it. Same
+/// inputs and outputs; only the host's ONNX Runtime backend reads it.
+pub const ONNXRUNTIME_GRAPH: &str = "model.onnxruntime.onnx";
+
 /// The sampling seed when the options give none: generation is reproducible
 /// either way; callers that want variety pass their own seed.
 pub const DEFAULT_SEED: u64 = 0;

@@ -11,7 +11,10 @@
 //! ids `[1, n]` (n ≤ [`PREFILL_CHUNK`]) and answers the last position's
 //! logits `[1, vocab]`. Nothing that grows with the context crosses per
 //! token. A context whose step failed refuses further steps, so a sequence
-//! never continues from a lost cache.
+//! never continues from a lost cache. On ONNX Runtime a decoder runs
+//! [`ONNXRUNTIME_GRAPH`] when its model has one: the same inputs and outputs
+//! in ONNX Runtime's fused operators, with int8 activations as llama.cpp
+//! computes (the converter's essay says why and how close).
 //!
 //! What the component may do is narrow:
 //!
@@ -43,7 +46,7 @@ pub mod wasi_nn;
 use anyhow::{bail, Context as _, Result};
 use es_wire::Compute;
 use ml_core::encoder::{max_batch_tokens, MAX_BATCH_OUTPUT_VALUES, MAX_BATCH_SIZE};
-use ml_core::generation::PREFILL_CHUNK;
+use ml_core::generation::{ONNXRUNTIME_GRAPH, PREFILL_CHUNK};
 use ml_core::{GeneratorConfig, Input, ModelConfig, Output};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -221,7 +224,11 @@ impl HostCompute {
         compute: Compute,
         threads: usize,
     ) -> Result<Box<dyn Backend>> {
-        let onnx = dir.join("model.onnx");
+        let mut onnx = dir.join("model.onnx");
+        let fused = dir.join(ONNXRUNTIME_GRAPH);
+        if compute == Compute::Onnxruntime && fused.is_file() {
+            onnx = fused;
+        }
         let started = Instant::now();
         let backend: Box<dyn Backend> = match compute {
             Compute::Tract => {
@@ -243,7 +250,7 @@ impl HostCompute {
             },
             Compute::Sandbox => bail!("a sandbox endpoint runs its graph in its component"),
         };
-        tracing::info!(model = %config.model_id, compute = compute.name(), seconds = started.elapsed().as_secs_f32(), "decoder loaded for host compute");
+        tracing::info!(model = %config.model_id, compute = compute.name(), graph = %onnx.display(), seconds = started.elapsed().as_secs_f32(), "decoder loaded for host compute");
         Ok(backend)
     }
 

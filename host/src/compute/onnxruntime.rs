@@ -80,8 +80,18 @@ impl Runtime {
             sessions: Arc::default(),
             threads,
         };
-        // One session up front: the file must load.
+        // One session up front: the file must load and take model.json's names.
         let first = session(&graph.environment, &graph.bytes, threads)?;
+        let inputs = first.inputs().iter().map(|i| i.name());
+        let outputs = first.outputs().iter().map(|o| o.name());
+        if !inputs.eq(graph.inputs.iter().map(String::as_str))
+            || !outputs.eq(graph.outputs.iter().map(String::as_str))
+        {
+            bail!(
+                "{}: its inputs and outputs differ from model.json's; convert the model again",
+                onnx.display()
+            );
+        }
         graph.sessions.lock().unwrap().push(first);
         Ok(graph)
     }
