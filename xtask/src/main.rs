@@ -278,7 +278,9 @@ fn spin(target: &Path) -> Result<()> {
             let model = es_wire::preconfigured_model(task)
                 .expect("every pre-initialised task has a preconfigured endpoint");
             let out = target.join("spin/preinit").join(file);
-            let input = target.join("wasm32-wasip2/release").join(file);
+            // The copy `build` made: `wasm32-wasip2/release` holds whichever
+            // build of the task cargo made last (sandbox or wasi-nn).
+            let input = target.join("components").join(file);
             let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
             if matches!((modified(&out), modified(&input)), (Some(o), Some(i)) if o > i) {
                 continue;
