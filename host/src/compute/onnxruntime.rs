@@ -92,7 +92,10 @@ impl Runtime {
                 onnx.display()
             );
         }
-        graph.sessions.lock().unwrap().push(first);
+        graph.sessions.lock().unwrap().push(Pooled {
+            session: first,
+            watchdog: Watchdog::start()?,
+        });
         Ok(graph)
     }
 }
@@ -188,26 +191,35 @@ pub struct DecoderGraph {
     /// The shape of a new sequence's (empty) past.
     empty: [usize; 4],
     limits: SequenceLimits,
-    sessions: Arc<Mutex<Vec<Session>>>,
+    sessions: Arc<Mutex<Vec<Pooled>>>,
     threads: usize,
+}
+
+/// A session no sequence holds now, with its deadline watchdog: both are
+/// kept for the next sequence, so an answer starts neither.
+struct Pooled {
+    session: Session,
+    watchdog: Watchdog,
 }
 
 impl Backend for DecoderGraph {
     fn context(&self) -> Result<Box<dyn Context>> {
         let pooled = self.sessions.lock().unwrap().pop();
-        let session = match pooled {
-            Some(session) => session,
-            None => session(&self.environment, &self.bytes, self.threads)?,
+        let pooled = match pooled {
+            Some(pooled) => pooled,
+            None => Pooled {
+                session: session(&self.environment, &self.bytes, self.threads)?,
+                watchdog: Watchdog::start()?,
+            },
         };
         Ok(Box::new(DecoderRun {
-            session: Some(session),
+            pooled: Some(pooled),
             pool: self.sessions.clone(),
             inputs: self.inputs.clone(),
             outputs: self.outputs.clone(),
             empty: self.empty,
             past: None,
             sequence: Sequence::new(self.limits),
-            watchdog: Watchdog::start()?,
         }))
     }
 
@@ -219,19 +231,18 @@ impl Backend for DecoderGraph {
 /// One sequence: a pooled session and the KV cache, as ONNX Runtime values
 /// that go straight back in as the next step's past.
 struct DecoderRun {
-    session: Option<Session>,
-    pool: Arc<Mutex<Vec<Session>>>,
+    pooled: Option<Pooled>,
+    pool: Arc<Mutex<Vec<Pooled>>>,
     inputs: Vec<String>,
     outputs: Vec<String>,
     empty: [usize; 4],
     past: Option<Vec<DynValue>>,
     sequence: Sequence,
-    watchdog: Watchdog,
 }
 
 impl DecoderRun {
     fn step(&mut self, ids: &[i64], deadline: Option<Instant>) -> Result<Vec<f32>> {
-        let session = self.session.as_mut().context("the session is gone")?;
+        let Pooled { session, watchdog } = self.pooled.as_mut().context("the session is gone")?;
         let ids = Tensor::from_array(([1, ids.len()], ids.to_vec()))?;
         let past = match self.past.take() {
             Some(past) => past,
@@ -245,9 +256,9 @@ impl DecoderRun {
             .map(|(value, name)| (name.clone(), value))
             .collect();
         let options = Arc::new(RunOptions::new()?);
-        self.watchdog.watch(deadline.map(|d| (d, options.clone())));
+        watchdog.watch(deadline.map(|d| (d, options.clone())));
         let result = session.run_with_options(values, &options);
-        self.watchdog.watch(None);
+        watchdog.watch(None);
         let mut outputs = result.map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
         let logits = outputs
             .remove(&self.outputs[0])
@@ -291,15 +302,17 @@ impl Context for DecoderRun {
 impl Drop for DecoderRun {
     /// The session goes back to the pool for the next sequence.
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            self.pool.lock().unwrap().push(session);
+        if let Some(pooled) = self.pooled.take() {
+            self.pool.lock().unwrap().push(pooled);
         }
     }
 }
 
 /// Terminates a context's run when its deadline passes: one thread per
 /// context, asleep while no run is watched (a thread per run would cost
-/// more than a short run).
+/// more than a short run). Runs come and go far more often than deadlines
+/// pass, so the thread is woken only when a run's deadline is earlier than
+/// the time it sleeps until; otherwise it finds out when it wakes.
 struct Watchdog {
     shared: Arc<(Mutex<Watched>, Condvar)>,
 }
@@ -307,6 +320,8 @@ struct Watchdog {
 #[derive(Default)]
 struct Watched {
     run: Option<(Instant, Arc<RunOptions>)>,
+    /// When the thread wakes next by itself (`None`: only when notified).
+    wakes: Option<Instant>,
     closed: bool,
 }
 
@@ -320,13 +335,16 @@ impl Watchdog {
                 let (lock, changed) = &*watched;
                 let mut state = lock.lock().unwrap();
                 while !state.closed {
-                    state = match &state.run {
+                    let deadline = state.run.as_ref().map(|(deadline, _)| *deadline);
+                    state.wakes = deadline;
+                    state = match deadline {
                         None => changed.wait(state).unwrap(),
-                        Some((deadline, options)) => {
+                        Some(deadline) => {
                             let wait = deadline.saturating_duration_since(Instant::now());
                             if wait.is_zero() {
-                                let _ = options.terminate();
-                                state.run = None;
+                                if let Some((_, options)) = state.run.take() {
+                                    let _ = options.terminate();
+                                }
                                 state
                             } else {
                                 changed.wait_timeout(state, wait).unwrap().0
@@ -341,8 +359,16 @@ impl Watchdog {
     /// Watches a run until its deadline (`None`: no run now).
     fn watch(&self, run: Option<(Instant, Arc<RunOptions>)>) {
         let (lock, changed) = &*self.shared;
-        lock.lock().unwrap().run = run;
-        changed.notify_one();
+        let mut state = lock.lock().unwrap();
+        let sooner = match (&run, state.wakes) {
+            (Some((deadline, _)), Some(wakes)) => *deadline < wakes,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        state.run = run;
+        if sooner {
+            changed.notify_one();
+        }
     }
 }
 
