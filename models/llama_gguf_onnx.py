@@ -255,8 +255,10 @@ def _linear_blocks(g: GraphBuilder, x: str, w: Blocks, name: str, output: str | 
                                  np.full(n * ((blocks + 1) // 2), zero * 0x11, np.uint8)))
         terms.append(g.op("MatMulNBits", inputs, name, domain="com.microsoft", K=blocks * BLOCK,
                           N=n, bits=4, block_size=BLOCK, **level))
+    # What the planes leave out, per block of each row: m, and 8d where the
+    # plane of scale d (the last) subtracts the default zero point 8.
     offsets = np.float32(8) * w.d + w.m if planes[-1][2] == 8 else w.m  # [n, blocks]
-    if offsets.any():
+    if offsets.any():  # Q8_0 with zero_points: none
         block_sums = g.op("ReduceSum", [g.op("Reshape", [x, g.i64(-1, blocks, BLOCK)], name),
                                         g.i64(-1)], name, keepdims=0)
         offsets_t = g.init(f"{name}.offsets_T", np.ascontiguousarray(offsets.T))
@@ -411,11 +413,9 @@ def build_model(gg: Gguf, *, all_logits: bool = False, dequantize: bool = False)
     def linear(x: str, tensor: str, name: str, *, heads: int = 0, scale: float = 1.0) -> str:
         """x @ w.T for the GGUF tensor w ([out, in]): its blocks, or fp32
         stored transposed for MatMul. heads: undo llama.cpp's q/k row order."""
-        w = blocks(tensor)
+        w = None if dequantize else _projection_blocks(gg, tensor, heads=heads, scale=scale)
         if w is not None:
-            if heads:
-                w = w.map_rows(lambda a: unpermute_qk(a, heads))
-            return _linear_blocks(g, x, w.scaled(scale) if scale != 1.0 else w, name)
+            return _linear_blocks(g, x, w, name)
         w = gg.tensor(tensor)
         if heads:
             w = unpermute_qk(w, heads)
@@ -485,6 +485,19 @@ def build_model(gg: Gguf, *, all_logits: bool = False, dequantize: bool = False)
     return _model(g, inputs, outputs)
 
 
+def _projection_blocks(gg: Gguf, tensor: str, *, heads: int = 0,
+                       scale: float = 1.0) -> Blocks | None:
+    """The GGUF tensor's blocks ([out, in]) in Hugging Face row order, or None
+    if it is neither Q4_1 nor Q8_0: heads undoes llama.cpp's q/k row order;
+    scale is a power of two (exact)."""
+    w = gg.blocks(tensor)
+    if w is None:
+        return None
+    if heads:
+        w = w.map_rows(lambda a: unpermute_qk(a, heads))
+    return w.scaled(scale) if scale != 1.0 else w
+
+
 def _stack(*parts: Blocks) -> Blocks:
     """One matrix of the rows of each part: one product instead of several."""
     if len({p.kind for p in parts}) != 1:
@@ -498,9 +511,14 @@ def build_onnxruntime_model(gg: Gguf, *, accuracy_level: int = INT8_ACTIVATIONS)
     fused contrib operators (see the module's essay); the file's blocks only."""
     dims = Dims.of(gg)
     g = GraphBuilder()
-    embed = gg.blocks("token_embd.weight")
-    if embed is None:
-        raise ValueError("the ONNX Runtime graph needs the embedding in Q4_1 or Q8_0 blocks")
+
+    def blocks(tensor: str, **row_order) -> Blocks:
+        w = _projection_blocks(gg, tensor, **row_order)
+        if w is None:
+            raise ValueError(f"the ONNX Runtime graph needs {tensor} in Q4_1 or Q8_0 blocks")
+        return w
+
+    embed = blocks("token_embd.weight")
     inputs, outputs = dims.interface(embed.codes.shape[0], all_logits=False)
     angles = dims.rope_angles()  # GroupQueryAttention takes half tables
     g.init("rope.cos", np.cos(angles).astype(np.float32))
@@ -534,11 +552,11 @@ def build_onnxruntime_model(gg: Gguf, *, accuracy_level: int = INT8_ACTIVATIONS)
             x, h = rms_norm_after(h, delta, attn_norm, f"{p}.input_layernorm")
 
         # q/k/v in one product, in Hugging Face row order (rotate-half RoPE);
-        # 1/sqrt(head_dim) = 1/8 is folded into Wq exactly, so scale is 1.
-        q = gg.blocks(f"{b}.attn_q.weight").map_rows(lambda a: unpermute_qk(a, dims.n_head))
-        k = gg.blocks(f"{b}.attn_k.weight").map_rows(lambda a: unpermute_qk(a, dims.n_kv))
-        qkv = linear(x, _stack(q.scaled(1 / np.sqrt(dims.head_dim)), k,
-                               gg.blocks(f"{b}.attn_v.weight")), f"{p}.self_attn.qkv_proj")
+        # 1/sqrt(head_dim) is folded into Wq as in build_model, so scale is 1.
+        qkv = linear(x, _stack(
+            blocks(f"{b}.attn_q.weight", heads=dims.n_head, scale=1 / np.sqrt(dims.head_dim)),
+            blocks(f"{b}.attn_k.weight", heads=dims.n_kv),
+            blocks(f"{b}.attn_v.weight")), f"{p}.self_attn.qkv_proj")
         attn = f"{p}.self_attn"
         g.nodes.append(helper.make_node(
             "GroupQueryAttention",
@@ -547,19 +565,19 @@ def build_onnxruntime_model(gg: Gguf, *, accuracy_level: int = INT8_ACTIVATIONS)
             [attn, f"present.{i}.key", f"present.{i}.value"], name=attn, domain="com.microsoft",
             num_heads=dims.n_head, kv_num_heads=dims.n_kv, scale=1.0, do_rotary=1,
             rotary_interleaved=0))
-        o = linear(attn, gg.blocks(f"{b}.attn_output.weight"), f"{p}.self_attn.o_proj")
+        o = linear(attn, blocks(f"{b}.attn_output.weight"), f"{p}.self_attn.o_proj")
 
         ffn_norm = g.init(f"{p}.post_attention_layernorm.weight", gg.tensor(f"{b}.ffn_norm.weight"))
         x, h = rms_norm_after(h, o, ffn_norm, f"{p}.post_attention_layernorm")
-        gate_w, up_w = gg.blocks(f"{b}.ffn_gate.weight"), gg.blocks(f"{b}.ffn_up.weight")
+        gate_w, up_w = blocks(f"{b}.ffn_gate.weight"), blocks(f"{b}.ffn_up.weight")
         gate_up = linear(x, _stack(gate_w, up_w), f"{p}.mlp.gate_up_proj")
         gate, up = f"{p}.mlp.gate", f"{p}.mlp.up"
         width = gate_w.codes.shape[0]
         g.nodes.append(helper.make_node("Split", [gate_up, g.i64(width, width)], [gate, up],
                                         name=f"{p}.mlp.split", axis=-1))
         silu = g.op("Mul", [gate, g.op("Sigmoid", [gate], f"{p}.mlp.silu")], f"{p}.mlp.silu")
-        delta = linear(g.op("Mul", [silu, up], f"{p}.mlp.act"), gg.blocks(f"{b}.ffn_down.weight"),
-                       f"{p}.mlp.down_proj")
+        delta = linear(g.op("Mul", [silu, up], f"{p}.mlp.act"),
+                       blocks(f"{b}.ffn_down.weight"), f"{p}.mlp.down_proj")
 
     norm = g.init("model.norm.weight", gg.tensor("output_norm.weight"))
     h, _ = rms_norm_after(h, delta, norm, "model.norm")

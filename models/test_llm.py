@@ -90,7 +90,8 @@ class Skip(Exception):
 class Model:
     """An onnxruntime session (one thread) plus the metadata needed to drive it."""
 
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, graph: Path | bytes | None = None):
+        """graph: instead of out_dir's model.onnx, another graph with its interface."""
         self.meta = json.loads((out_dir / "model.json").read_text(encoding="utf-8"))
         self.tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
         m = self.meta
@@ -100,7 +101,7 @@ class Model:
         self.present_names = [m["outputs"][k]["name"].format(i=i)
                               for i in range(self.n_layer) for k in ("present_key", "present_value")]
         self.logits_name = m["outputs"]["logits"]["name"]
-        self.load(out_dir / "model.onnx")
+        self.load(out_dir / "model.onnx" if graph is None else graph)
 
     def load(self, path: Path | bytes):
         opts = ort.SessionOptions()
@@ -355,8 +356,7 @@ def check_onnxruntime_graph(out_dir: Path, model: Model, n: int = 32):
             for attr in node.attribute:
                 if attr.name == "accuracy_level":
                     attr.i = 0
-    exact = Model(out_dir)
-    exact.load(graph.SerializeToString())
+    exact = Model(out_dir, graph.SerializeToString())
     ids = model.tok.encode(model.chat_prompt(BENCH_QUESTIONS[0])).ids
     worst = 0.0
     for chunks in ([ids], [ids[:17], ids[17:]]):
@@ -373,8 +373,7 @@ def check_onnxruntime_graph(out_dir: Path, model: Model, n: int = 32):
     print(f"exact products: max |diff| of logits and cache {worst:.2e}")
     assert worst < 1e-3
 
-    fast = Model(out_dir)
-    fast.load(path)
+    fast = Model(out_dir, path)
     for question in BENCH_QUESTIONS:
         ids = model.tok.encode(model.chat_prompt(question)).ids
         out, _ = fast.generate(ids, n, stop=False)
