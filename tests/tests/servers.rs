@@ -157,7 +157,9 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
 /// Generation gives the same greedy text in every compute mode and on the
 /// Spin app. Host tract and ONNX Runtime keep the KV cache in the host (per
 /// token only the new id goes in and the logits come back); the sandbox and
-/// the Spin app keep it in the component, on the blocks expanded to fp32.
+/// the Spin app keep it in the component, on the ML core's wasm kernel for
+/// the 4-bit blocks (16-bit activations), pre-initialised with the model in
+/// the Spin app.
 /// ONNX Runtime runs its fused graph with int8 activations; on these prompts
 /// its greedy tokens are the exact ones too (the model tooling's
 /// `check_onnxruntime_graph` bounds where they may differ elsewhere).

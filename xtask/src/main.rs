@@ -242,7 +242,7 @@ fn test(target: &Path) -> Result<()> {
 /// The task components the Spin app runs pre-initialised, each holding the
 /// model of the task's preconfigured endpoint: (component, interface whose
 /// `load` runs, task).
-const SPIN_PREINIT: [(&str, &str, TaskType); 3] = [
+const SPIN_PREINIT: [(&str, &str, TaskType); 4] = [
     (
         "text_embedding.wasm",
         "edge:text-embedding/text-embedding@0.1.0",
@@ -254,6 +254,11 @@ const SPIN_PREINIT: [(&str, &str, TaskType); 3] = [
         TaskType::SparseEmbedding,
     ),
     ("rerank.wasm", "edge:rerank/rerank@0.1.0", TaskType::Rerank),
+    (
+        "completion.wasm",
+        "edge:completion/completion@0.1.0",
+        TaskType::Completion,
+    ),
 ];
 
 /// The Spin app for hosts without the Spin CLI: the router component, the
@@ -273,7 +278,7 @@ fn spin(target: &Path) -> Result<()> {
     step("spin: pre-initialise the task components", || {
         // An instance per request must not load its model per request: each
         // snapshot starts with the preconfigured endpoint's model loaded and
-        // optimised. SmolLM2 is left out: its snapshot would be 1.3 GB.
+        // optimised.
         for (file, interface, task) in SPIN_PREINIT {
             let model = es_wire::preconfigured_model(task)
                 .expect("every pre-initialised task has a preconfigured endpoint");

@@ -35,7 +35,7 @@ pub use self::tract::TractDecoder;
 #[cfg(feature = "tract")]
 mod tract {
     use super::{Decoder, DecoderRun};
-    use crate::blocks;
+    use crate::blocks::{self, Blocks};
     use crate::generation::GeneratorConfig;
     use anyhow::{bail, Context, Result};
     use std::sync::Arc;
@@ -50,15 +50,14 @@ mod tract {
     }
 
     impl TractDecoder {
-        /// Reads the ONNX graph and optimises it for `config`'s inputs.
-        /// `expand`: turn block-quantised weights into fp32 first (see
-        /// [`blocks`]).
+        /// Reads the ONNX graph and optimises it for `config`'s inputs, its
+        /// block-quantised products computed as `blocks` says.
         pub fn load(
             onnx: &mut dyn std::io::Read,
             config: &GeneratorConfig,
-            expand: bool,
+            blocks: Blocks,
         ) -> Result<Self> {
-            let mut model = graph(onnx, expand)?;
+            let mut model = graph(onnx, blocks)?;
             let (inputs, outputs) = config.graph_names();
             let found: Vec<String> = model
                 .input_outlets()?
@@ -140,13 +139,17 @@ mod tract {
         }
     }
 
-    /// The ONNX graph read from `onnx`, its blocks expanded to fp32 if asked.
-    fn graph(onnx: &mut dyn std::io::Read, expand: bool) -> Result<InferenceModel> {
-        let framework = tract_onnx::onnx();
+    /// The ONNX graph read from `onnx`, ready to compute its blocks as
+    /// `blocks` says.
+    fn graph(onnx: &mut dyn std::io::Read, blocks: Blocks) -> Result<InferenceModel> {
+        let mut framework = tract_onnx::onnx();
+        if blocks == Blocks::Int16 {
+            blocks::op::register(&mut framework);
+        }
         let mut proto = framework
             .proto_model_for_read(onnx)
             .context("model.onnx is not a valid ONNX graph")?;
-        if expand {
+        if blocks == Blocks::Expand {
             blocks::expand(&mut proto).context("expanding model.onnx's blocks to fp32")?;
         }
         framework

@@ -178,14 +178,15 @@ impl Generator {
             })
         }
         #[cfg(all(feature = "tract", not(feature = "wasi-nn")))]
-        Self::load_expanded(dir, crate::blocks::EXPAND)
+        Self::load_with(dir, crate::blocks::Blocks::HERE)
     }
 
-    /// [`Generator::load`], choosing whether block-quantised weights are
-    /// expanded to fp32 (see [`crate::blocks`]); for tests and benchmarks.
+    /// [`Generator::load`] with tract, choosing how it computes the
+    /// block-quantised products (see [`crate::blocks`]); for tests and
+    /// benchmarks.
     #[cfg(feature = "tract")]
     #[doc(hidden)]
-    pub fn load_expanded(dir: &std::path::Path, expand: bool) -> Result<Self> {
+    pub fn load_with(dir: &std::path::Path, blocks: crate::blocks::Blocks) -> Result<Self> {
         let path = |name: &str| dir.join(name);
         let read = |name: &str| {
             std::fs::read(path(name)).with_context(|| format!("reading {}", path(name).display()))
@@ -195,7 +196,7 @@ impl Generator {
             // the file fewer at the peak.
             let mut onnx = std::fs::File::open(path("model.onnx"))
                 .with_context(|| format!("reading {}", path("model.onnx").display()))?;
-            let decoder = crate::decoder::TractDecoder::load(&mut onnx, config, expand)?;
+            let decoder = crate::decoder::TractDecoder::load(&mut onnx, config, blocks)?;
             Ok(Box::new(decoder))
         })
     }
@@ -205,8 +206,11 @@ impl Generator {
     #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         Self::with_decoder(model_json, tokenizer_json, |config| {
-            let decoder =
-                crate::decoder::TractDecoder::load(&mut &*onnx, config, crate::blocks::EXPAND)?;
+            let decoder = crate::decoder::TractDecoder::load(
+                &mut &*onnx,
+                config,
+                crate::blocks::Blocks::HERE,
+            )?;
             Ok(Box::new(decoder))
         })
     }

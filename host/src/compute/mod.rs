@@ -237,7 +237,7 @@ impl HostCompute {
                 let decoder = ml_core::decoder::TractDecoder::load(
                     &mut file,
                     config,
-                    ml_core::blocks::EXPAND,
+                    ml_core::blocks::Blocks::HERE,
                 )?;
                 Box::new(TractDecoder {
                     decoder,

@@ -246,8 +246,32 @@ fn load_component(engine: &Engine, app: &Path, compiled: Option<&Path>) -> Resul
     let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, &bytes)?;
     std::fs::rename(&tmp, &cache)?;
+    if compiled.is_none() {
+        remove_stale_compilations(app, &cache);
+    }
     // SAFETY: as above.
     unsafe { Component::deserialize_file(engine, &cache) }
+}
+
+/// Removes the compilations of earlier builds of `app` beside it (over a
+/// gigabyte each), keeping `current`.
+fn remove_stale_compilations(app: &Path, current: &Path) {
+    let (Some(dir), Some(stem)) = (app.parent(), app.file_stem().and_then(|s| s.to_str())) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.flatten().map(|e| e.path()) {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        let stale = name.starts_with(&format!("{stem}.")) && name.ends_with(".cwasm");
+        if stale && path != current {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 #[tokio::main]

@@ -1,14 +1,6 @@
-//! Block-quantised weights, where tract has no fast kernel for them.
-//!
-//! The completion model keeps its GGUF's 4-bit blocks as `com.microsoft`
-//! `MatMulNBits` nodes (`models/llama_gguf_onnx.py`). Natively, tract runs
-//! them as its Q4_0 block format: the weights stay a quarter of their fp32
-//! size and each token reads a quarter of the bytes. On wasm, tract-linalg
-//! has no Q4_0 kernels: the packer would dequantise every weight on every
-//! call, which is several times slower than plain fp32. So on wasm
-//! [`expand`] turns each `MatMulNBits` back into a `MatMul` on fp32 weights
-//! before tract sees the graph: the sandbox keeps fp32 speed (and fp32
-//! memory) while the file on disk stays small.
+//! The fp32 reference: every block-quantised product expanded to a plain
+//! `MatMul` on the values its blocks stand for, before tract sees the graph.
+//! Tests compare the kernels against it ([`super::Blocks::Expand`]).
 //!
 //! A Q8_0 matrix is stored as two 4-bit planes whose products are summed
 //! (`Add(MatMulNBits(x, hi), MatMulNBits(x, lo))`); such a pair becomes one
@@ -19,11 +11,7 @@ use anyhow::{bail, ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
-/// Whether [`expand`] should run on this target: where tract lacks block
-/// kernels.
-pub const EXPAND: bool = cfg!(target_family = "wasm");
-
-const BLOCK: usize = 32;
+use super::BLOCK;
 
 /// Replaces every `MatMulNBits` (4 bits, blocks of 32, default zero point 8)
 /// by a `MatMul` on an fp32 `[K, N]` initializer. Returns how many matrices
@@ -207,12 +195,12 @@ fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tract_onnx::pb::AttributeProto;
     use tract_onnx::prelude::*;
 
-    fn nbits(name: &str, x: &str, n: usize, k: usize) -> NodeProto {
+    pub(in crate::blocks) fn nbits(name: &str, x: &str, n: usize, k: usize) -> NodeProto {
         let int = |name: &str, i: usize| AttributeProto {
             name: name.into(),
             i: i as i64,
@@ -236,7 +224,12 @@ mod tests {
     }
 
     /// Codes and scales for an `[n, k]` matrix, and its fp32 values.
-    fn weights(name: &str, n: usize, k: usize, seed: u32) -> (Vec<TensorProto>, Vec<f32>) {
+    pub(in crate::blocks) fn weights(
+        name: &str,
+        n: usize,
+        k: usize,
+        seed: u32,
+    ) -> (Vec<TensorProto>, Vec<f32>) {
         let codes: Vec<u8> = (0..n * k / 2)
             .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as u8)
             .collect();
@@ -260,7 +253,11 @@ mod tests {
         (tensors, values)
     }
 
-    fn model(nodes: Vec<NodeProto>, initializer: Vec<TensorProto>, outputs: &[&str]) -> ModelProto {
+    pub(in crate::blocks) fn model(
+        nodes: Vec<NodeProto>,
+        initializer: Vec<TensorProto>,
+        outputs: &[&str],
+    ) -> ModelProto {
         use tract_onnx::pb::{type_proto, TypeProto, ValueInfoProto};
         // f32 of any shape: the test sets the input's shape before running.
         let value = |name: &str| ValueInfoProto {
