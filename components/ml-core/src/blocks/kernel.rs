@@ -174,19 +174,38 @@ impl Int16Rows {
 
     /// Row `row` of x times the weight row `(codes, scales)`.
     fn dot(&self, row: usize, codes: &[u8], scales: &[f32]) -> f32 {
-        let q = &self.codes[row * self.blocks * BLOCK..][..self.blocks * BLOCK];
-        let e = &self.scales[row * padded(self.blocks)..][..padded(self.blocks)];
-        let offsets = &self.offsets[row * padded(self.blocks)..][..padded(self.blocks)];
+        let padded = padded(self.blocks);
+        let dot = Dot {
+            blocks: self.blocks,
+            codes,
+            scales,
+            q: &self.codes[row * self.blocks * BLOCK..][..self.blocks * BLOCK],
+            e: &self.scales[row * padded..][..padded],
+            offsets: &self.offsets[row * padded..][..padded],
+        };
         #[cfg(target_family = "wasm")]
-        // SAFETY: the slices have the lengths `dot_wasm` reads (blocks of 16
+        // SAFETY: the slices have the lengths `wasm` reads (blocks of 16
         // codes, 32 activations, padded scales), checked by `Matrix::new`
         // and `Int16Rows::new`.
         unsafe {
-            dot_wasm(self.blocks, codes, scales, q, e, offsets)
+            dot.wasm()
         }
         #[cfg(not(target_family = "wasm"))]
-        dot_portable(self.blocks, codes, scales, q, e, offsets)
+        dot.portable()
     }
+}
+
+/// One weight row against one activation row.
+struct Dot<'a> {
+    blocks: usize,
+    /// The weight row: `[blocks, 16]` codes, `padded(blocks)` scales.
+    codes: &'a [u8],
+    scales: &'a [f32],
+    /// The activation row: `[blocks, 32]` values, `padded(blocks)` scales
+    /// `e` and offsets.
+    q: &'a [i16],
+    e: &'a [f32],
+    offsets: &'a [f32],
 }
 
 /// The exact integer `sum c * q` of one block (at most 32 * 15 * 32767,
@@ -206,96 +225,86 @@ fn lane_sum(l: [f32; LANES]) -> f32 {
     (l[0] + l[1]) + (l[2] + l[3])
 }
 
-/// The wasm kernel's arithmetic, in its order, without SIMD.
-#[cfg_attr(target_family = "wasm", allow(dead_code))]
-fn dot_portable(
-    blocks: usize,
-    codes: &[u8],
-    scales: &[f32],
-    q: &[i16],
-    e: &[f32],
-    offsets: &[f32],
-) -> f32 {
-    let (mut sum, mut offset) = ([0f32; LANES], [0f32; LANES]);
-    for b in 0..padded(blocks) {
-        let lane = b % LANES;
-        let s = if b < blocks {
-            block_sum(
-                &codes[b * BLOCK_BYTES..][..BLOCK_BYTES],
-                &q[b * BLOCK..][..BLOCK],
-            )
-        } else {
-            0
-        };
-        sum[lane] += s as f32 * (scales[b] * e[b]);
-        offset[lane] += scales[b] * offsets[b];
-    }
-    lane_sum(sum) - lane_sum(offset)
-}
-
-#[cfg(target_family = "wasm")]
-unsafe fn dot_wasm(
-    blocks: usize,
-    codes: &[u8],
-    scales: &[f32],
-    q: &[i16],
-    e: &[f32],
-    offsets: &[f32],
-) -> f32 {
-    use core::arch::wasm32::*;
-    let low = u8x16_splat(0x0F);
-    // `sum c * q` of block b in four i32 lanes (zero past the last block).
-    let block = |b: usize| -> v128 {
-        if b >= blocks {
-            return i32x4_splat(0);
+impl Dot<'_> {
+    /// The wasm kernel's arithmetic, in its order, without SIMD.
+    #[cfg_attr(target_family = "wasm", allow(dead_code))]
+    fn portable(&self) -> f32 {
+        let (blocks, codes, q) = (self.blocks, self.codes, self.q);
+        let (mut sum, mut offset) = ([0f32; LANES], [0f32; LANES]);
+        for b in 0..padded(blocks) {
+            let lane = b % LANES;
+            let s = if b < blocks {
+                block_sum(
+                    &codes[b * BLOCK_BYTES..][..BLOCK_BYTES],
+                    &q[b * BLOCK..][..BLOCK],
+                )
+            } else {
+                0
+            };
+            sum[lane] += s as f32 * (self.scales[b] * self.e[b]);
+            offset[lane] += self.scales[b] * self.offsets[b];
         }
-        let c = v128_load(codes.as_ptr().add(b * BLOCK_BYTES) as *const v128);
-        let q = q.as_ptr().add(b * BLOCK) as *const v128;
-        let (even, odd) = (v128_and(c, low), u8x16_shr(c, 4));
-        let s = i32x4_add(
-            i32x4_dot_i16x8(u16x8_extend_low_u8x16(even), v128_load(q)),
-            i32x4_dot_i16x8(u16x8_extend_high_u8x16(even), v128_load(q.add(1))),
-        );
-        let s = i32x4_add(
-            s,
-            i32x4_dot_i16x8(u16x8_extend_low_u8x16(odd), v128_load(q.add(2))),
-        );
-        i32x4_add(
-            s,
-            i32x4_dot_i16x8(u16x8_extend_high_u8x16(odd), v128_load(q.add(3))),
-        )
-    };
-    let (mut sum, mut offset) = (f32x4_splat(0.0), f32x4_splat(0.0));
-    for b in (0..padded(blocks)).step_by(LANES) {
-        let (s0, s1, s2, s3) = (block(b), block(b + 1), block(b + 2), block(b + 3));
-        // Transpose and add: lane j becomes block b + j's whole sum.
-        let s01 = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(s0, s1),
-            i32x4_shuffle::<2, 6, 3, 7>(s0, s1),
-        );
-        let s23 = i32x4_add(
-            i32x4_shuffle::<0, 4, 1, 5>(s2, s3),
-            i32x4_shuffle::<2, 6, 3, 7>(s2, s3),
-        );
-        let s = i32x4_add(
-            i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
-            i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
-        );
-        let d = v128_load(scales.as_ptr().add(b) as *const v128);
-        let scale = f32x4_mul(d, v128_load(e.as_ptr().add(b) as *const v128));
-        sum = f32x4_add(sum, f32x4_mul(f32x4_convert_i32x4(s), scale));
-        let o = v128_load(offsets.as_ptr().add(b) as *const v128);
-        offset = f32x4_add(offset, f32x4_mul(d, o));
+        lane_sum(sum) - lane_sum(offset)
     }
-    let lanes = |v: v128| {
-        [
-            f32x4_extract_lane::<0>(v),
-            f32x4_extract_lane::<1>(v),
-            f32x4_extract_lane::<2>(v),
-            f32x4_extract_lane::<3>(v),
-        ]
-    };
-    lane_sum(lanes(sum)) - lane_sum(lanes(offset))
+
+    #[cfg(target_family = "wasm")]
+    unsafe fn wasm(&self) -> f32 {
+        use core::arch::wasm32::*;
+        let (blocks, codes, q) = (self.blocks, self.codes, self.q);
+        let low = u8x16_splat(0x0F);
+        // `sum c * q` of block b in four i32 lanes (zero past the last block).
+        let block = |b: usize| -> v128 {
+            if b >= blocks {
+                return i32x4_splat(0);
+            }
+            let c = v128_load(codes.as_ptr().add(b * BLOCK_BYTES) as *const v128);
+            let q = q.as_ptr().add(b * BLOCK) as *const v128;
+            let (even, odd) = (v128_and(c, low), u8x16_shr(c, 4));
+            let s = i32x4_add(
+                i32x4_dot_i16x8(u16x8_extend_low_u8x16(even), v128_load(q)),
+                i32x4_dot_i16x8(u16x8_extend_high_u8x16(even), v128_load(q.add(1))),
+            );
+            let s = i32x4_add(
+                s,
+                i32x4_dot_i16x8(u16x8_extend_low_u8x16(odd), v128_load(q.add(2))),
+            );
+            i32x4_add(
+                s,
+                i32x4_dot_i16x8(u16x8_extend_high_u8x16(odd), v128_load(q.add(3))),
+            )
+        };
+        let (mut sum, mut offset) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        for b in (0..padded(blocks)).step_by(LANES) {
+            let (s0, s1, s2, s3) = (block(b), block(b + 1), block(b + 2), block(b + 3));
+            // Transpose and add: lane j becomes block b + j's whole sum.
+            let s01 = i32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(s0, s1),
+                i32x4_shuffle::<2, 6, 3, 7>(s0, s1),
+            );
+            let s23 = i32x4_add(
+                i32x4_shuffle::<0, 4, 1, 5>(s2, s3),
+                i32x4_shuffle::<2, 6, 3, 7>(s2, s3),
+            );
+            let s = i32x4_add(
+                i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
+                i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
+            );
+            let d = v128_load(self.scales.as_ptr().add(b) as *const v128);
+            let scale = f32x4_mul(d, v128_load(self.e.as_ptr().add(b) as *const v128));
+            sum = f32x4_add(sum, f32x4_mul(f32x4_convert_i32x4(s), scale));
+            let o = v128_load(self.offsets.as_ptr().add(b) as *const v128);
+            offset = f32x4_add(offset, f32x4_mul(d, o));
+        }
+        let lanes = |v: v128| {
+            [
+                f32x4_extract_lane::<0>(v),
+                f32x4_extract_lane::<1>(v),
+                f32x4_extract_lane::<2>(v),
+                f32x4_extract_lane::<3>(v),
+            ]
+        };
+        lane_sum(lanes(sum)) - lane_sum(lanes(offset))
+    }
 }
 
 #[cfg(test)]
