@@ -379,3 +379,33 @@ impl Drop for Watchdog {
         changed.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ml_core::generation::ONNXRUNTIME_GRAPH;
+
+    /// A decoder graph opens only with model.json's inputs and outputs, so a
+    /// stale or foreign file is refused when the model loads, not midway
+    /// through an answer. The converter's fused graph has them.
+    #[test]
+    fn a_decoder_graph_must_take_model_json_names() {
+        let cache = es_wire::model_cache();
+        let library = super::super::find_onnxruntime(&cache)
+            .expect("no ONNX Runtime in the model cache: run `python3 models/fetch.py`");
+        let runtime = Runtime::load(&library).unwrap();
+        let model = cache.join("smollm2-135m-instruct");
+        let config =
+            GeneratorConfig::from_json(&std::fs::read(model.join("model.json")).unwrap()).unwrap();
+
+        let encoder = cache.join("all-minilm-l6-v2/model.onnx");
+        let err = runtime.decoder(&encoder, &config, 1).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("differ from model.json's"),
+            "{err:#}"
+        );
+        runtime
+            .decoder(&model.join(ONNXRUNTIME_GRAPH), &config, 1)
+            .unwrap();
+    }
+}
