@@ -304,7 +304,7 @@ fn tract_blocks_generate_the_reference_tokens() {
 
 /// In wasm the blocks run on this crate's kernel, with activations rounded
 /// to 16 bits per block (`ml_core::blocks::kernel`; natively the same
-/// arithmetic without SIMD, bit for bit). On the benchmark's questions
+/// arithmetic without SIMD). On the benchmark's questions
 /// (`benchmarks/src/completion.rs`) its first 32 greedy tokens are the fp32
 /// reference's.
 #[test]

@@ -12,7 +12,7 @@
 //!   on the blocks as they are, in wasm SIMD, with 16-bit activations and
 //!   exact integer sums per block ([`kernel`]). The sandbox then holds the
 //!   blocks instead of 655 MB of fp32 weights, and a token reads a quarter
-//!   of the bytes: 2.7 times the decode speed of fp32 here.
+//!   of the bytes: 2.6 to 2.7 times the decode speed of fp32 here.
 //! - [`expand`] turns every product back into fp32 before tract sees it:
 //!   the exact reference the tests hold the kernels to.
 
