@@ -262,12 +262,13 @@ fn remove_stale_compilations(app: &Path, current: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let prefix = format!("{stem}.");
     for path in entries.flatten().map(|e| e.path()) {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let stale = name.starts_with(&format!("{stem}.")) && name.ends_with(".cwasm");
+        let stale = name.starts_with(&prefix) && name.ends_with(".cwasm");
         if stale && path != current {
             let _ = std::fs::remove_file(&path);
         }

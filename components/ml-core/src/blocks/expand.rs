@@ -7,11 +7,11 @@
 //! `MatMul` on the sum of the two planes, which is exact: each plane's values
 //! are a half-precision scale times a small integer, so their sum fits f32.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use std::collections::{HashMap, HashSet};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, ModelProto, NodeProto, TensorProto};
 
-use super::BLOCK;
+use super::{nbits_shape, BLOCK};
 
 /// Replaces every `MatMulNBits` (4 bits, blocks of 32, default zero point 8)
 /// by a `MatMul` on an fp32 `[K, N]` initializer. Returns how many matrices
@@ -117,27 +117,7 @@ pub fn expand(model: &mut ModelProto) -> Result<usize> {
 /// `(K, N, W^T)` of one MatMulNBits node: `W[n][k] = (code - 8) * scale`.
 fn dequantize(graph: &GraphProto, node: &NodeProto) -> Result<(usize, usize, Vec<f32>)> {
     let what = || format!("MatMulNBits [{}]", node.name);
-    let attr = |name: &str| {
-        node.attribute
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.i)
-            .with_context(|| format!("{} has no attribute {name}", what()))
-    };
-    ensure!(
-        node.input.len() == 3 && node.output.len() == 1,
-        "{}: only weights, scales and the default zero point can be expanded",
-        what()
-    );
-    let (k, n) = (attr("K")? as usize, attr("N")? as usize);
-    let bits = node
-        .attribute
-        .iter()
-        .find(|a| a.name == "bits")
-        .map_or(4, |a| a.i);
-    if bits != 4 || attr("block_size")? as usize != BLOCK || k % BLOCK != 0 {
-        bail!("{}: only 4 bits in blocks of 32 can be expanded", what());
-    }
+    let (k, n) = nbits_shape(node)?;
     let codes = initializer(graph, &node.input[1], DataType::Uint8)?;
     let scales = initializer(graph, &node.input[2], DataType::Float)?;
     let blocks = k / BLOCK;

@@ -22,8 +22,35 @@ pub mod op;
 
 pub use expand::expand;
 
+use anyhow::{bail, ensure, Context, Result};
+use tract_onnx::pb::NodeProto;
+
 /// Values per block: the GGUF's and MatMulNBits' `block_size`.
 pub const BLOCK: usize = 32;
+
+/// `(K, N)` of a `MatMulNBits` node, when it is what both [`op`] and
+/// [`expand`] compute exactly as written: 4 bits in blocks of [`BLOCK`],
+/// weights and scales only (the default zero point 8, no bias), one output.
+/// Anything else is an error naming the node.
+pub(crate) fn nbits_shape(node: &NodeProto) -> Result<(usize, usize)> {
+    let what = || format!("MatMulNBits [{}]", node.name);
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i);
+    let required = |name: &str| {
+        attr(name)
+            .map(|i| i as usize)
+            .with_context(|| format!("{} has no attribute {name}", what()))
+    };
+    ensure!(
+        node.input.len() == 3 && node.output.len() == 1,
+        "{}: only weights, scales and the default zero point are supported",
+        what()
+    );
+    let (k, n) = (required("K")?, required("N")?);
+    if attr("bits").unwrap_or(4) != 4 || required("block_size")? != BLOCK || k % BLOCK != 0 {
+        bail!("{}: only 4 bits in blocks of {BLOCK} are supported", what());
+    }
+    Ok((k, n))
+}
 
 /// How a tract graph's `MatMulNBits` products are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,6 @@
 //! node.
 
 use super::kernel::Matrix;
-use super::BLOCK;
 use std::sync::Arc;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::NodeProto;
@@ -21,20 +20,7 @@ pub fn register(onnx: &mut tract_onnx::Onnx) {
 }
 
 fn load(_: &ParsingContext, node: &NodeProto) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let k: usize = node.get_attr("K")?;
-    let n: usize = node.get_attr("N")?;
-    let bits: usize = node.get_attr_opt("bits")?.unwrap_or(4);
-    let block_size: usize = node.get_attr("block_size")?;
-    ensure!(
-        bits == 4 && block_size == BLOCK,
-        "MatMulNBits [{}]: only 4 bits in blocks of {BLOCK} run on this kernel",
-        node.name
-    );
-    ensure!(
-        node.input.len() == 3,
-        "MatMulNBits [{}]: only weights, scales and the default zero point run on this kernel",
-        node.name
-    );
+    let (k, n) = super::nbits_shape(node)?;
     Ok((expand(Loader { k, n }), vec![]))
 }
 
