@@ -2,8 +2,13 @@
 //! it: while an endpoint's instances are busy, embedding requests queue
 //! here, and whichever request gets an instance first takes every queued
 //! request of the same `input_type` (up to an input budget) into one call,
-//! then answers each. A request whose inputs a batch already took finds the
-//! queue empty and only waits for its answer.
+//! then answers each. A request whose inputs a batch already took only waits
+//! for its answer.
+//!
+//! Every request that gets an instance batches until its own inputs have
+//! been taken, so no request is left queued with no call to come for it;
+//! and a request whose client leaves is taken out of the queue, so no call
+//! is spent on it.
 //!
 //! One request's bad input must not fail its neighbours: when a batch of
 //! several fails cleanly, each request runs again alone on the same
@@ -75,18 +80,17 @@ impl<T: Send + 'static> Batches<T> {
             deadline,
             reply,
         });
+        let _leaves = Unqueue { batches: self, id };
         let batches = self.clone();
         let served = pool
-            .run(deadline, move |instance, _| batches.serve(instance, call))
+            .run(deadline, move |instance, _| {
+                batches.serve(instance, call, id)
+            })
             .await;
-        if let Err(e) = served {
-            // No instance in time (429, 408): unless a batch took it, the
-            // request leaves the queue with that error.
-            let mut queue = self.queue.lock().unwrap();
-            if let Some(at) = queue.iter().position(|p| p.id == id) {
-                queue.remove(at);
-                return Err(e);
-            }
+        if self.unqueue(id) {
+            // No instance in time (429, 408), or a failed call: no batch
+            // took this request, so it leaves the queue with that error.
+            return Err(served.err().unwrap_or_else(|| deadline.error()));
         }
         answer
             .await
@@ -117,9 +121,22 @@ impl<T: Send + 'static> Batches<T> {
         batch
     }
 
-    /// On an instance: answers a batch of queued requests.
-    fn serve(&self, instance: &mut Instance, call: EmbedCall<T>) -> Result<(), CallError> {
-        let batch = self.take();
+    /// On an instance: answers batches of queued requests until request
+    /// `id`'s inputs have been taken, by this call or another.
+    fn serve(&self, instance: &mut Instance, call: EmbedCall<T>, id: u64) -> Result<(), CallError> {
+        while self.queue.lock().unwrap().iter().any(|p| p.id == id) {
+            self.answer(instance, call, self.take())?;
+        }
+        Ok(())
+    }
+
+    /// On an instance: answers one batch of queued requests.
+    fn answer(
+        &self,
+        instance: &mut Instance,
+        call: EmbedCall<T>,
+        batch: Vec<Pending<T>>,
+    ) -> Result<(), CallError> {
         let Some(first) = batch.first() else {
             return Ok(());
         };
@@ -161,6 +178,28 @@ impl<T: Send + 'static> Batches<T> {
                 Err(e)
             }
         }
+    }
+}
+
+impl<T> Batches<T> {
+    /// Takes request `id` out of the queue; whether it was still there.
+    fn unqueue(&self, id: u64) -> bool {
+        let mut queue = self.queue.lock().unwrap();
+        let at = queue.iter().position(|p| p.id == id);
+        at.map(|at| queue.remove(at)).is_some()
+    }
+}
+
+/// A queued request, taken out of the queue if its client leaves (its
+/// future is dropped) before a batch takes it.
+struct Unqueue<'a, T> {
+    batches: &'a Batches<T>,
+    id: u64,
+}
+
+impl<T> Drop for Unqueue<'_, T> {
+    fn drop(&mut self) {
+        self.batches.unqueue(self.id);
     }
 }
 

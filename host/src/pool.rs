@@ -210,51 +210,25 @@ impl Pool {
 
     /// Runs `call` on an instance, within `deadline`. A call that traps or
     /// times out loses its instance; a replacement is loaded in the background.
+    ///
+    /// The call runs on a worker thread, which also gives the instance back:
+    /// a client that leaves mid-call drops this future, and the instance (or
+    /// its reserved slot) must not leave with it, or the endpoint would serve
+    /// one allocation fewer from then on. The abandoned call runs to its end,
+    /// bounded by its deadline.
     pub async fn run<R, F>(self: &Arc<Self>, deadline: Deadline, call: F) -> Result<R, EsError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Instance, Option<Duration>) -> Result<R, CallError> + Send + 'static,
     {
-        let slot = self.acquire(deadline).await?;
-        let pool = self.clone();
-        let (instance, result) = tokio::task::spawn_blocking(move || {
-            let mut instance = match slot {
-                Some(i) => i,
-                None => match pool.create() {
-                    Ok(i) => i,
-                    Err(e) => return (None, Err(e)),
-                },
-            };
-            let result = call(&mut instance, deadline.remaining());
-            let result = result.map_err(|err| (err.instance_survives(), err));
-            (Some(instance), Ok(result))
-        })
-        .await
-        .map_err(|e| EsError::internal(format!("inference worker failed: {e}")))?;
-
-        match result {
-            Err(start_failed) => {
-                self.release(None);
-                Err(start_failed)
-            }
-            Ok(Ok(value)) => {
-                self.release(instance);
-                Ok(value)
-            }
-            Ok(Err((survives, err))) => {
-                if survives {
-                    self.release(instance);
-                } else {
-                    drop(instance);
-                    self.release(None);
-                    self.warm();
-                }
-                if let CallError::Trap(trap) = &err {
-                    tracing::warn!(%trap, "instance trapped; replacing it");
-                }
-                Err(err.to_es_error(deadline))
-            }
-        }
+        let lease = Lease {
+            pool: self.clone(),
+            instance: self.acquire(deadline).await?,
+            returned: false,
+        };
+        tokio::task::spawn_blocking(move || lease.call(deadline, call))
+            .await
+            .map_err(|e| EsError::internal(format!("inference worker failed: {e}")))?
     }
 
     /// Drops idle instances above `min` unused for `idle_for`.
@@ -273,6 +247,58 @@ impl Pool {
             state.live -= 1;
         }
         self.publish(&state);
+    }
+}
+
+/// An acquired instance, or a slot reserved to load one into. However the
+/// call ends, even by a panic, its place goes back to the pool.
+struct Lease {
+    pool: Arc<Pool>,
+    instance: Option<Instance>,
+    returned: bool,
+}
+
+impl Lease {
+    fn call<R>(
+        mut self,
+        deadline: Deadline,
+        call: impl FnOnce(&mut Instance, Option<Duration>) -> Result<R, CallError>,
+    ) -> Result<R, EsError> {
+        let mut instance = match self.instance.take() {
+            Some(i) => i,
+            None => self.pool.create()?,
+        };
+        let result = call(&mut instance, deadline.remaining());
+        self.returned = true;
+        match result {
+            Ok(value) => {
+                self.pool.release(Some(instance));
+                Ok(value)
+            }
+            Err(err) if err.instance_survives() => {
+                self.pool.release(Some(instance));
+                Err(err.to_es_error(deadline))
+            }
+            Err(err) => {
+                drop(instance);
+                self.pool.release(None);
+                self.pool.warm();
+                if let CallError::Trap(trap) = &err {
+                    tracing::warn!(%trap, "instance trapped; replacing it");
+                }
+                Err(err.to_es_error(deadline))
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.returned {
+            // A panic, a failed load, or a call never started: the slot is
+            // free again, and a waiting request may load an instance into it.
+            self.pool.release(None);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! of server to spawn, so the native host and the Spin app answer the same
 //! cases (`tests/tests/api.rs`, `tests/tests/spin_api.rs`).
 
-use crate::{error_type, json, model_cache, Kind, Server, Value};
+use crate::{error_type, json, model_cache, Client, Kind, Server, Value};
 
 /// Each test owns its server (and its data directory); dropping it kills it.
 fn server(kind: Kind) -> Server {
@@ -361,6 +361,35 @@ pub fn a_request_past_its_timeout_answers_408_and_the_endpoint_recovers(kind: Ki
         &json!({"input": "still serving"}),
     ));
     assert_eq!(status, 200);
+}
+
+/// Clients that hang up mid-request, more of them than the endpoint has
+/// allocations, cost it nothing: the next request is answered.
+pub fn clients_that_leave_mid_request_cost_the_endpoint_nothing(kind: Kind) {
+    let s = server(kind);
+    let path = "/_inference/text_embedding/.multilingual-e5-small-elasticsearch";
+    let inputs: Vec<String> = (0..64)
+        .map(|i| format!("sentence number {i} {}", "with many words ".repeat(20)))
+        .collect();
+    let leaving = Client::builder()
+        .timeout(std::time::Duration::from_millis(200))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let sent = leaving
+            .post(format!("{}{path}", s.url))
+            .json(&json!({"input": inputs}))
+            .send();
+        assert!(
+            sent.as_ref().is_err_and(|e| e.is_timeout()),
+            "the request was to outlast its client: {sent:?}"
+        );
+    }
+    let (status, envelope) = body(s.post(
+        &format!("{path}?timeout=2m"),
+        &json!({"input": "still serving"}),
+    ));
+    assert_eq!(status, 200, "{envelope}");
 }
 
 /// `_stream` honours `?timeout` as perform-inference does: past it before the

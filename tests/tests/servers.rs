@@ -14,6 +14,7 @@ macro_rules! shared_cases {
             byte_and_bit_element_types_quantise,
             contract_errors_have_the_right_status_and_type,
             a_request_past_its_timeout_answers_408_and_the_endpoint_recovers,
+            clients_that_leave_mid_request_cost_the_endpoint_nothing,
             a_stream_past_its_timeout_answers_408,
             cluster_info_services_and_vendor_media_types,
             elasticsearch_semantics_hold,
