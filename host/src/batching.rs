@@ -125,7 +125,11 @@ impl<T: Send + 'static> Batches<T> {
     /// `id`'s inputs have been taken, by this call or another.
     fn serve(&self, instance: &mut Instance, call: EmbedCall<T>, id: u64) -> Result<(), CallError> {
         while self.queue.lock().unwrap().iter().any(|p| p.id == id) {
-            self.answer(instance, call, self.take())?;
+            match self.answer(instance, call, self.take()) {
+                // Another request's clean failure was answered to it; go on.
+                Err(e) if !e.instance_survives() => return Err(e),
+                _ => {}
+            }
         }
         Ok(())
     }

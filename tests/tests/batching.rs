@@ -28,6 +28,12 @@ fn server(extra: &[&str]) -> Server {
 /// Holds the one instance for a second, sends `inputs` as concurrent
 /// requests meanwhile, and returns each one's status and body.
 fn while_busy(server: &Server, inputs: &[&str]) -> Vec<(u16, Value)> {
+    let bodies: Vec<Value> = inputs.iter().map(|i| json!({ "input": i })).collect();
+    while_busy_with(server, &bodies)
+}
+
+/// [`while_busy`] with whole request bodies, queued in the order given.
+fn while_busy_with(server: &Server, bodies: &[Value]) -> Vec<(u16, Value)> {
     // The instance is loaded and idle before the blocker takes it.
     let ready = server.post(ENDPOINT, &json!({"input": "ready"}));
     assert_eq!(ready.status().as_u16(), 200);
@@ -35,16 +41,19 @@ fn while_busy(server: &Server, inputs: &[&str]) -> Vec<(u16, Value)> {
         let busy = s.spawn(|| server.post(ENDPOINT, &json!({"input": "sleep:1000"})));
         // The blocker reaches the instance first.
         std::thread::sleep(Duration::from_millis(300));
-        let waiting: Vec<_> = inputs
+        let waiting: Vec<_> = bodies
             .iter()
-            .map(|input| {
-                s.spawn(move || {
-                    let response = server.post(ENDPOINT, &json!({ "input": input }));
+            .map(|body| {
+                let waiter = s.spawn(move || {
+                    let response = server.post(ENDPOINT, body);
                     (
                         response.status().as_u16(),
                         response.json::<Value>().unwrap(),
                     )
-                })
+                });
+                // Queued in order, well within the blocker's second.
+                std::thread::sleep(Duration::from_millis(20));
+                waiter
             })
             .collect();
         assert_eq!(busy.join().unwrap().status().as_u16(), 200);
@@ -85,6 +94,20 @@ fn a_bad_request_in_a_batch_fails_alone() {
         5.0,
         "its own answer: the text's length"
     );
+}
+
+/// A bad request whose `input_type` puts it in a batch of its own fails
+/// only itself; the requests queued with it are answered.
+#[test]
+fn a_bad_request_in_a_batch_of_its_own_fails_only_itself() {
+    let s = server(&[]);
+    let mut bodies = vec![json!({"input": "env", "input_type": "search"})];
+    bodies.extend((0..5).map(|_| json!({"input": "count", "input_type": "ingest"})));
+    let answers = while_busy_with(&s, &bodies);
+    assert_eq!(answers[0].0, 400, "{:?}", answers[0]);
+    for (status, body) in &answers[1..] {
+        assert_eq!(*status, 200, "{body}");
+    }
 }
 
 #[test]
