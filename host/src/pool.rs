@@ -215,14 +215,13 @@ impl Pool {
     /// The call runs on this task's own worker thread (`block_in_place`;
     /// tokio moves the thread's other tasks elsewhere meanwhile): the thread
     /// that read the request runs the model and writes the answer, with no
-    /// hand-over to a blocking pool and back, which gave 5-12% more
-    /// one-input requests a second on host tract. A client that leaves is
-    /// noticed after the call, and the lease gives the instance back however
-    /// the call ends, a panic included.
+    /// hand-over to a blocking pool and back (on host tract, one input a
+    /// request, pairs of runs gave 1-13% more requests a second). A client
+    /// that leaves is noticed after the call, and the lease gives the
+    /// instance back however the call ends, a panic included.
     pub async fn run<R, F>(self: &Arc<Self>, deadline: Deadline, call: F) -> Result<R, EsError>
     where
-        R: Send + 'static,
-        F: FnOnce(&mut Instance, Option<Duration>) -> Result<R, CallError> + Send + 'static,
+        F: FnOnce(&mut Instance, Option<Duration>) -> Result<R, CallError> + Send,
     {
         let lease = Lease {
             pool: self.clone(),
