@@ -196,9 +196,15 @@ fn components_run_wasm_simd_kernels() {
                 .any(|k| k.starts_with("wasm_f32")),
             "{kind:?}: no wasm SIMD matmul kernel in {report:?}"
         );
+        // The ML core's 8x8 kernel first (ml_core::kernels::wasm_tile),
+        // tract's wasm tier behind it for what it leaves.
         assert_eq!(
-            report.tiers.first().map(String::as_str),
-            Some("wasm-simd128"),
+            report.tiers.iter().map(String::as_str).collect::<Vec<_>>()[..2],
+            ["ml-core-wasm", "wasm-simd128"],
+            "{kind:?}: {report:?}"
+        );
+        assert!(
+            report.matmul_kernels.iter().any(|k| k == "wasm_f32_8x8_k2"),
             "{kind:?}: {report:?}"
         );
     }

@@ -106,6 +106,7 @@ mod tract {
                     model.node(o.node).name == output || model.outlet_label(*o) == Some(output)
                 })
                 .unwrap_or(0);
+            crate::kernels::keep();
             let plan = model
                 .into_optimized()
                 .context("optimising model.onnx")?

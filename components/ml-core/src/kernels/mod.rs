@@ -1,4 +1,8 @@
-//! Which tract kernels this build runs.
+//! Which tract kernels this build runs, and the one kernel the ML core adds
+//! to them for wasm (see [`wasm_tile`]).
+
+#[cfg(all(feature = "tract", target_arch = "wasm32", target_feature = "simd128"))]
+pub mod wasm_tile;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelReport {
@@ -10,11 +14,19 @@ pub struct KernelReport {
     pub tiers: Vec<String>,
 }
 
+/// Keeps the ML core's own kernel registrations in the build: call before
+/// planning a graph (wasm-ld drops what nothing references).
+pub fn keep() {
+    #[cfg(all(feature = "tract", target_arch = "wasm32", target_feature = "simd128"))]
+    wasm_tile::keep();
+}
+
 /// Reports the kernels tract would dispatch to. tract registers them through
 /// link-time constructors: where those did not run, only generic kernels show.
 #[cfg(feature = "tract")]
 pub fn report() -> KernelReport {
     use tract_onnx::prelude::tract_linalg;
+    keep();
     let isa = tract_linalg::isa::native();
     KernelReport {
         isa: format!("{isa:?}"),
