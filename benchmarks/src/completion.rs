@@ -16,7 +16,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MODEL: &str = "smollm2-135m-instruct";
-const LLAMA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/llama_bench.py");
 /// llama.cpp's threads: one, as the native core and the server's instance
 /// run (the like-for-like row), and two, what llama.cpp makes of the cores
 /// of a small machine.
@@ -327,7 +326,7 @@ fn run_llama(
         args.runs
     );
     let mut child = Command::new(python)
-        .arg(LLAMA_SCRIPT)
+        .arg(crate::workload::source_file("llama_bench.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

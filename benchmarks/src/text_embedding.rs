@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 const MODEL: &str = "all-minilm-l6-v2";
 const PRECONFIGURED: &str = ".multilingual-e5-small-elasticsearch";
-const ORT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/ort_bench.py");
 
 #[derive(Parser)]
 pub struct EmbeddingArgs {
@@ -223,10 +222,11 @@ fn run_ort(
         python.display()
     );
     let output = Command::new(&python)
-        .arg(ORT_SCRIPT)
+        .arg(workload::source_file("ort_bench.py"))
         .arg("--model-dir")
         .arg(model_dir)
-        .args(["--corpus", corpus_path()])
+        .arg("--corpus")
+        .arg(corpus_path())
         .args(["--seconds", &args.seconds.to_string()])
         .args(["--warmup", &args.warmup.to_string()])
         .args(["--concurrency", &workers.to_string()])

@@ -4,10 +4,17 @@
 
 use anyhow::{ensure, Result};
 use clap::Args;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/corpus.txt");
+/// A file of this crate: beside the manifest cargo (or `cargo xtask bench`)
+/// names at run time, else where it was built.
+pub fn source_file(name: &str) -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join(name)
+}
 
 #[derive(Args, Clone)]
 pub struct Options {
@@ -48,7 +55,7 @@ impl Options {
 
 /// The fixed corpus: one sentence a line.
 pub fn corpus() -> Result<Vec<String>> {
-    Ok(std::fs::read_to_string(CORPUS)?
+    Ok(std::fs::read_to_string(corpus_path())?
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
@@ -56,8 +63,8 @@ pub fn corpus() -> Result<Vec<String>> {
         .collect())
 }
 
-pub fn corpus_path() -> &'static str {
-    CORPUS
+pub fn corpus_path() -> PathBuf {
+    source_file("corpus.txt")
 }
 
 /// One timed workload on one backend.

@@ -38,6 +38,15 @@ fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
         .unwrap_or_else(default)
 }
 
+/// The repository, from the directory cargo names when it runs the tests. A
+/// target directory shared by clones at other paths (CI's cache) holds test
+/// binaries built elsewhere, so the path they were built at may be gone.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
+        .join("..")
+}
+
 pub fn host_bin() -> PathBuf {
     env_path("INFERENCE_HOST_BIN", || {
         release_dir().join("inference-host")
@@ -371,7 +380,7 @@ fn spawn_spin_cli(data_dir: &Path) -> Result<(Child, String)> {
     }
     let app = data_dir.join("spin-app");
     std::fs::create_dir_all(&app)?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = repo_dir();
     std::fs::copy(repo.join("spin.toml"), app.join("spin.toml"))?;
     for (link, to) in [("target", target_dir()), ("spin-models", model_cache())] {
         if !app.join(link).exists() {

@@ -63,7 +63,10 @@ const TEST_COMPONENTS: [(&str, &str); 1] = [("hostile-component", "hostile_compo
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // From cargo at run time: a target directory shared by clones at other
+    // paths (CI's cache) may hold this binary as built by another clone.
+    let root = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("xtask is in the workspace")
         .to_path_buf();
@@ -156,7 +159,9 @@ fn main() -> Result<()> {
                 // Built by `native_crates`; a `-p benchmarks` build would
                 // unify features differently and rebuild wasmtime.
                 let mut cmd = Command::new(target.join("release/bench"));
-                cmd.args(&args);
+                // Where its scripts and corpus are, as `cargo run` would say.
+                cmd.args(&args)
+                    .env("CARGO_MANIFEST_DIR", root.join("benchmarks"));
                 if let Some(python) = &llama_python {
                     cmd.env("LLAMA_PYTHON", python);
                 }
