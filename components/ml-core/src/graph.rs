@@ -107,7 +107,12 @@ mod tract {
                 })
                 .unwrap_or(0);
             crate::kernels::keep();
-            let plan = model
+            let mut typed = model
+                .into_typed()
+                .and_then(|m| m.into_decluttered())
+                .context("optimising model.onnx")?;
+            crate::gelu::fuse(&mut typed)?;
+            let plan = typed
                 .into_optimized()
                 .context("optimising model.onnx")?
                 .into_runnable()?;

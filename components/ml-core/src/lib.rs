@@ -14,6 +14,8 @@ pub mod config;
 pub mod decoder;
 pub mod embedding;
 pub mod encoder;
+#[cfg(feature = "tract")]
+pub mod gelu;
 pub mod generation;
 pub mod graph;
 pub mod kernels;
