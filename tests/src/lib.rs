@@ -38,9 +38,10 @@ fn env_path(var: &str, default: impl FnOnce() -> PathBuf) -> PathBuf {
         .unwrap_or_else(default)
 }
 
-/// The repository, from the directory cargo names when it runs the tests. A
-/// target directory shared by clones at other paths (CI's cache) holds test
-/// binaries built elsewhere, so the path they were built at may be gone.
+/// The repository, from the directory cargo names at run time: this crate's
+/// under `cargo test`, `benchmarks/`'s under `cargo xtask bench` (both one
+/// level below the root). A target directory shared by clones at other paths
+/// (CI's cache) holds binaries built elsewhere, whose build path may be gone.
 pub fn repo_dir() -> PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)

@@ -95,7 +95,6 @@ mod tract {
                     InferenceFact::dt_shape(f32::datum_type(), kv_shape.clone()),
                 )?;
             }
-            crate::kernels::keep();
             let plan = model
                 .into_optimized()
                 .context("optimising model.onnx")?

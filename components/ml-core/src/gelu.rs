@@ -42,8 +42,7 @@ fn half_first(model: &TypedModel, erf: &TypedNode) -> TractResult<Option<TypedMo
     let is_erf = erf
         .op_as::<ElementWiseOp>()
         .is_some_and(|op| op.0.is::<Erf>());
-    let dt = model.outlet_fact(erf.id.into())?.datum_type;
-    if !is_erf || dt != f32::datum_type() {
+    if !is_erf || model.outlet_fact(erf.id.into())?.datum_type != f32::datum_type() {
         return Ok(None);
     }
     let bin =

@@ -106,7 +106,6 @@ mod tract {
                     model.node(o.node).name == output || model.outlet_label(*o) == Some(output)
                 })
                 .unwrap_or(0);
-            crate::kernels::keep();
             let mut typed = model
                 .into_typed()
                 .and_then(|m| m.into_decluttered())

@@ -14,19 +14,11 @@ pub struct KernelReport {
     pub tiers: Vec<String>,
 }
 
-/// Keeps the ML core's own kernel registrations in the build: call before
-/// planning a graph (wasm-ld drops what nothing references).
-pub fn keep() {
-    #[cfg(all(feature = "tract", target_arch = "wasm32", target_feature = "simd128"))]
-    wasm_tile::keep();
-}
-
 /// Reports the kernels tract would dispatch to. tract registers them through
 /// link-time constructors: where those did not run, only generic kernels show.
 #[cfg(feature = "tract")]
 pub fn report() -> KernelReport {
     use tract_onnx::prelude::tract_linalg;
-    keep();
     let isa = tract_linalg::isa::native();
     KernelReport {
         isa: format!("{isa:?}"),

@@ -74,12 +74,6 @@ fn preferred(
     (accumulator == DatumType::F32 && query.n != Some(1)).then_some(NAME)
 }
 
-/// wasm-ld drops an object nothing references, registrations included;
-/// loading a graph calls this so they stay.
-pub fn keep() {
-    std::hint::black_box((run as *const (), &KERNEL, preferred as *const ()));
-}
-
 /// The most operations tract hands a kernel at once here; longer lists go
 /// to tract's kernel unchanged.
 const MAX_SPECS: usize = 16;
@@ -94,7 +88,8 @@ unsafe fn run(specs: &[FusedKerSpec<f32>]) -> isize {
     if products != 1 || specs.len() > MAX_SPECS {
         return unsafe { inner(specs) };
     }
-    let mut tile = [f32x4_splat(0.0); 16];
+    // Outlives the loop: `own` points into it until tract's kernel returns.
+    let mut tile = None;
     let mut own = [FusedKerSpec::Done; MAX_SPECS];
     // Whether the tile holds only zeros when the product comes.
     let mut cleared = true;
@@ -106,8 +101,8 @@ unsafe fn run(specs: &[FusedKerSpec<f32>]) -> isize {
                 pb,
                 packing: 0,
             } => {
-                unsafe { product(k, pa as *const v128, pb as *const v128, &mut tile) };
-                let ptr = tile.as_mut_ptr() as *mut u8;
+                let product = unsafe { product(k, pa as *const v128, pb as *const v128) };
+                let ptr = tile.insert(product).as_mut_ptr() as *mut u8;
                 if cleared {
                     // The kernel's LoadTile reads our row-major tile as is.
                     FusedKerSpec::LoadTile(ptr as *const f32, ptr as *const f32)
@@ -129,10 +124,10 @@ unsafe fn run(specs: &[FusedKerSpec<f32>]) -> isize {
     unsafe { inner(&own[..specs.len()]) }
 }
 
-/// `tile[2r..2r+2] = sum over k of a[k][r] * b[k][..]`: row `r` of the 8x8
-/// product, from A packed `[k][8]` and B packed `[k][8]`.
+/// The 8x8 product of A packed `[k][8]` and B packed `[k][8]`, row-major:
+/// row `r` is `[2r]` (columns 0-3) and `[2r + 1]` (columns 4-7).
 #[inline(always)]
-unsafe fn product(k: usize, a: *const v128, b: *const v128, tile: &mut [v128; 16]) {
+unsafe fn product(k: usize, a: *const v128, b: *const v128) -> [v128; 16] {
     // Lane `l` of `v` in every lane.
     macro_rules! lane {
         ($v:expr, $l:literal) => {
@@ -140,7 +135,7 @@ unsafe fn product(k: usize, a: *const v128, b: *const v128, tile: &mut [v128; 16
         };
     }
     // Accumulators in locals: the loop keeps them wherever Cranelift can.
-    let mut acc = *tile;
+    let mut acc = [f32x4_splat(0.0); 16];
     let mut i = 0;
     unsafe {
         while i + 2 <= k {
@@ -184,7 +179,7 @@ unsafe fn product(k: usize, a: *const v128, b: *const v128, tile: &mut [v128; 16
             }
         }
     }
-    *tile = acc;
+    acc
 }
 
 /// `acc + a * b` without fused multiply-add, as the components are built.
