@@ -7,7 +7,8 @@
 //! and sequence sizes tract also cannot prove them large enough for its
 //! vectorised by-scalar forms, so each runs element by element through a
 //! function pointer: cheap natively, but in wasm every call pays a
-//! stack-limit and an epoch check (a tenth of a sandboxed embedding's time).
+//! stack-limit and an epoch check (element-by-element binary operations,
+//! most of them these, took about a tenth of a sandboxed embedding's time).
 //! Rewriting the chain to tract's `GeluExact` computes the same formula in
 //! one pass.
 
