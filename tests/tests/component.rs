@@ -209,3 +209,48 @@ fn components_run_wasm_simd_kernels() {
         );
     }
 }
+
+/// tract chooses how to run an operation by what it can prove about batch and
+/// sequence: with both bounds of both, the encoder's residual sums (two a
+/// layer) run on its vectorised kernel rather than element by element. The
+/// graph refuses what lies outside the bounds it was optimised for.
+#[test]
+fn tract_graphs_are_optimised_for_their_bounds() {
+    use ml_core::{Graph, Input, ModelConfig, TractGraph};
+    let dir = model_cache().join("all-minilm-l6-v2");
+    let config = ModelConfig::from_dir(&dir).unwrap();
+    let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+    let graph = TractGraph::from_onnx(&onnx, &config).unwrap();
+    let operations = graph.operation_names();
+    let sums = operations.iter().filter(|o| *o == "OptAddUnicast").count();
+    assert!(sums >= 12, "{operations:?}");
+
+    let limit = format!(
+        "this graph takes 1 to {} inputs of 1 to {} tokens",
+        ml_core::encoder::MAX_BATCH_SIZE,
+        config.max_sequence_length
+    );
+    let (max_batch, max_sequence) = (ml_core::encoder::MAX_BATCH_SIZE, config.max_sequence_length);
+    for (batch, sequence) in [(0, 4), (max_batch + 1, 4), (1, 0), (1, max_sequence + 1)] {
+        let inputs = config
+            .inputs
+            .iter()
+            .map(|name| Input {
+                name,
+                values: vec![1; batch * sequence],
+            })
+            .collect();
+        let err = graph.run(batch, sequence, inputs).unwrap_err().to_string();
+        assert!(err.contains(&limit), "{batch} x {sequence}: {err}");
+    }
+    let inputs = config
+        .inputs
+        .iter()
+        .map(|name| Input {
+            name,
+            values: vec![1; max_batch],
+        })
+        .collect();
+    let output = graph.run(max_batch, 1, inputs).unwrap();
+    assert_eq!(output.shape[..2], [max_batch, 1]);
+}

@@ -73,7 +73,7 @@ impl Encoder {
         #[cfg(all(feature = "tract", not(feature = "wasi-nn")))]
         let graph = Box::new(crate::graph::TractGraph::from_onnx(
             &read("model.onnx")?,
-            &config.output,
+            &config,
         )?);
         Self::new(config, &tokenizer, graph)
     }
@@ -82,7 +82,7 @@ impl Encoder {
     #[cfg(feature = "tract")]
     pub fn from_bytes(model_json: &[u8], tokenizer_json: &[u8], onnx: &[u8]) -> Result<Self> {
         let config = ModelConfig::from_json(model_json)?;
-        let graph = crate::graph::TractGraph::from_onnx(onnx, &config.output)?;
+        let graph = crate::graph::TractGraph::from_onnx(onnx, &config)?;
         Self::new(config, tokenizer_json, Box::new(graph))
     }
 

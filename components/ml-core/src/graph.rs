@@ -66,21 +66,29 @@ pub use self::tract::TractGraph;
 #[cfg(feature = "tract")]
 mod tract {
     use super::{Graph, Input, Output};
-    use anyhow::{bail, Context, Result};
+    use crate::encoder::MAX_BATCH_SIZE;
+    use crate::ModelConfig;
+    use anyhow::{bail, ensure, Context, Result};
     use tract_onnx::prelude::*;
 
-    /// An ONNX encoder optimised by tract for any batch and sequence length.
+    /// An ONNX encoder optimised by tract for batches of 1 to
+    /// [`MAX_BATCH_SIZE`] inputs of 1 to the model's `max_sequence_length`
+    /// tokens.
     pub struct TractGraph {
         plan: Arc<TypedRunnableModel>,
         /// The graph's input names, in its order.
         inputs: Vec<String>,
         output_index: usize,
+        max_sequence: usize,
     }
 
     impl TractGraph {
         /// Reads an ONNX encoder whose inputs are `[batch, sequence]` i64, and
-        /// picks `output` (by node or outlet name; the first output otherwise).
-        pub fn from_onnx(onnx: &[u8], output: &str) -> Result<Self> {
+        /// picks `config.output` (by node or outlet name; the first output
+        /// otherwise).
+        pub fn from_onnx(onnx: &[u8], config: &ModelConfig) -> Result<Self> {
+            let output = config.output.as_str();
+            let max_sequence = config.max_sequence_length;
             let mut model = tract_onnx::onnx()
                 .model_for_read(&mut &*onnx)
                 .context("model.onnx is not a valid ONNX graph")?;
@@ -88,6 +96,19 @@ mod tract {
             // cannot unify them with the graph's own shapes.
             let batch = model.symbols.sym("batch");
             let sequence = model.symbols.sym("sequence");
+            // Bounds tract uses to choose how to run an operation: only with
+            // both ends of both can it prove a `[batch, sequence, hidden]` sum
+            // large enough for its vectorised kernel, and without it the
+            // residual sums run element by element. `run` refuses what lies
+            // outside them.
+            for bound in [
+                "batch >= 1".to_string(),
+                format!("batch <= {MAX_BATCH_SIZE}"),
+                "sequence >= 1".to_string(),
+                format!("sequence <= {max_sequence}"),
+            ] {
+                model.symbols.add_assertion(bound)?;
+            }
             let mut inputs = Vec::new();
             for (ix, outlet) in model.input_outlets()?.to_vec().iter().enumerate() {
                 inputs.push(model.node(outlet.node).name.clone());
@@ -119,12 +140,24 @@ mod tract {
                 plan,
                 inputs,
                 output_index,
+                max_sequence,
             })
         }
 
         /// The graph's input names, in its order.
         pub fn input_names(&self) -> &[String] {
             &self.inputs
+        }
+
+        /// The operations of the optimised graph, by tract's names, in
+        /// evaluation order: what tract chose to run.
+        pub fn operation_names(&self) -> Vec<String> {
+            let model = self.plan.model();
+            self.plan
+                .order_without_consts()
+                .iter()
+                .map(|&id| model.node(id).op().name().to_string())
+                .collect()
         }
 
         /// The size of the output's last dimension, when the graph fixes it
@@ -137,6 +170,11 @@ mod tract {
 
     impl Graph for TractGraph {
         fn run(&self, batch: usize, sequence: usize, inputs: Vec<Input<'_>>) -> Result<Output> {
+            ensure!(
+                (1..=MAX_BATCH_SIZE).contains(&batch) && (1..=self.max_sequence).contains(&sequence),
+                "a batch of {batch} inputs of {sequence} tokens: this graph takes 1 to {MAX_BATCH_SIZE} inputs of 1 to {} tokens",
+                self.max_sequence
+            );
             let mut inputs: Vec<Option<Input>> = inputs.into_iter().map(Some).collect();
             let mut ordered = TVec::new();
             for name in &self.inputs {

@@ -200,10 +200,7 @@ impl HostCompute {
             Compute::Tract => {
                 let bytes =
                     std::fs::read(&onnx).with_context(|| format!("reading {}", onnx.display()))?;
-                Box::new(Arc::new(ml_core::TractGraph::from_onnx(
-                    &bytes,
-                    &config.output,
-                )?))
+                Box::new(Arc::new(ml_core::TractGraph::from_onnx(&bytes, &config)?))
             }
             Compute::Onnxruntime => match &self.onnxruntime {
                 Some(rt) => Box::new(rt.graph(&onnx, &config.output, threads)?),
