@@ -8,12 +8,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A file of this crate: beside the manifest cargo (or `cargo xtask bench`)
-/// names at run time, else where it was built.
+/// A file of this crate, in the repository cargo (or `cargo xtask bench`)
+/// names at run time.
 pub fn source_file(name: &str) -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from)
-        .join(name)
+    e2e_tests::repo_dir().join("benchmarks").join(name)
 }
 
 #[derive(Args, Clone)]

@@ -225,32 +225,26 @@ fn tract_graphs_are_optimised_for_their_bounds() {
     let sums = operations.iter().filter(|o| *o == "OptAddUnicast").count();
     assert!(sums >= 12, "{operations:?}");
 
-    let limit = format!(
-        "this graph takes 1 to {} inputs of 1 to {} tokens",
-        ml_core::encoder::MAX_BATCH_SIZE,
-        config.max_sequence_length
-    );
     let (max_batch, max_sequence) = (ml_core::encoder::MAX_BATCH_SIZE, config.max_sequence_length);
-    for (batch, sequence) in [(0, 4), (max_batch + 1, 4), (1, 0), (1, max_sequence + 1)] {
-        let inputs = config
+    let limit = format!("this graph takes 1 to {max_batch} inputs of 1 to {max_sequence} tokens");
+    // Every input of the graph, `batch × sequence` ids of 1.
+    let ids = |batch: usize, sequence: usize| -> Vec<Input> {
+        config
             .inputs
             .iter()
             .map(|name| Input {
                 name,
                 values: vec![1; batch * sequence],
             })
-            .collect();
-        let err = graph.run(batch, sequence, inputs).unwrap_err().to_string();
+            .collect()
+    };
+    for (batch, sequence) in [(0, 4), (max_batch + 1, 4), (1, 0), (1, max_sequence + 1)] {
+        let err = graph
+            .run(batch, sequence, ids(batch, sequence))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&limit), "{batch} x {sequence}: {err}");
     }
-    let inputs = config
-        .inputs
-        .iter()
-        .map(|name| Input {
-            name,
-            values: vec![1; max_batch],
-        })
-        .collect();
-    let output = graph.run(max_batch, 1, inputs).unwrap();
+    let output = graph.run(max_batch, 1, ids(max_batch, 1)).unwrap();
     assert_eq!(output.shape[..2], [max_batch, 1]);
 }
