@@ -51,19 +51,7 @@ impl Options {
     }
 }
 
-/// The fixed corpus: one sentence a line.
-pub fn corpus() -> Result<Vec<String>> {
-    Ok(std::fs::read_to_string(corpus_path())?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect())
-}
-
-pub fn corpus_path() -> PathBuf {
-    source_file("corpus.txt")
-}
+pub use e2e_tests::{corpus, corpus_path};
 
 /// One timed workload on one backend.
 pub struct Run {

@@ -48,6 +48,24 @@ pub fn repo_dir() -> PathBuf {
         .join("..")
 }
 
+/// The benchmarks' fixed corpus, which the browser benchmark embeds too.
+pub fn corpus_path() -> PathBuf {
+    repo_dir().join("benchmarks/corpus.txt")
+}
+
+/// The sentences of [`corpus_path`], one a line.
+pub fn corpus() -> Result<Vec<String>> {
+    let path = corpus_path();
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
 pub fn host_bin() -> PathBuf {
     env_path("INFERENCE_HOST_BIN", || {
         release_dir().join("inference-host")

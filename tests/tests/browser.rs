@@ -6,7 +6,7 @@
 //!
 //! `cargo xtask bench-browser` runs the ignored benchmark at the end.
 
-use e2e_tests::{demo_dir, error_type, model_cache, repo_dir, target_dir, Server, Value};
+use e2e_tests::{demo_dir, error_type, model_cache, target_dir, Server, Value};
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -388,13 +388,7 @@ fn demo_says_it_is_being_built_until_the_page_is_there() {
 #[ignore = "a benchmark: cargo xtask bench-browser"]
 fn bench_browser_against_native() {
     const ROUNDS: usize = 3;
-    let corpus: Vec<String> = std::fs::read_to_string(repo_dir().join("benchmarks/corpus.txt"))
-        .expect("benchmarks/corpus.txt")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
+    let corpus = e2e_tests::corpus().expect("the benchmarks' corpus");
 
     let server = server_with_demo();
     let profile = tempfile::tempdir().expect("profile dir");
