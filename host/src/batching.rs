@@ -1,14 +1,17 @@
 //! Cross-request batching of embeddings, as text-embeddings-inference does
-//! it: while an endpoint's instances are busy, embedding requests queue
-//! here, and whichever request gets an instance first takes every queued
-//! request of the same `input_type` (up to an input budget) into one call,
-//! then answers each. A request whose inputs a batch already took only waits
-//! for its answer.
+//! it: while an endpoint's instances are all busy, embedding requests wait
+//! here, and a request that gets an instance takes, besides its own inputs,
+//! those of requests still waiting for one (of the same `input_type`, up to
+//! an input budget) into one call, then answers each. A request that a
+//! batch took returns with its answer at once.
 //!
-//! Every request that gets an instance batches until its own inputs have
-//! been taken, so no request is left queued with no call to come for it;
-//! and a request whose client leaves is taken out of the queue, so no call
-//! is spent on it.
+//! Only requests waiting for an instance join another's call: one whose
+//! own call has an instance, or will have one because an instance is idle,
+//! runs on it, so that two requests on two idle instances run side by side
+//! rather than one after the other in one call. Every request that gets an
+//! instance answers its own inputs, unless a batch took them already, so no
+//! request is left queued with no call to come for it; and a request whose
+//! client leaves is taken out of the queue, so no call is spent on it.
 //!
 //! One request's bad input must not fail its neighbours: when a batch of
 //! several fails cleanly, each request runs again alone on the same
@@ -54,8 +57,8 @@ impl<T: Send + 'static> Batches<T> {
         })
     }
 
-    /// Embeds `inputs` on an instance of `pool`, in a batch with whatever
-    /// else is queued.
+    /// Embeds `inputs` on an instance of `pool`, in one call with the
+    /// requests that wait for an instance then, or in one of theirs.
     pub async fn run(
         self: &Arc<Self>,
         pool: &Arc<Pool>,
@@ -71,7 +74,7 @@ impl<T: Send + 'static> Batches<T> {
                 })
                 .await;
         }
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.queue.lock().unwrap().push_back(Pending {
             id,
@@ -81,33 +84,41 @@ impl<T: Send + 'static> Batches<T> {
             reply,
         });
         let _leaves = Unqueue { batches: self, id };
-        let batches = self.clone();
-        let served = pool
-            .run(deadline, move |instance, _| {
-                batches.serve(instance, call, id)
-            })
-            .await;
-        if self.unqueue(id) {
-            // No instance in time (429, 408), or a failed call: no batch
-            // took this request, so it leaves the queue with that error.
-            return Err(served.err().unwrap_or_else(|| deadline.error()));
+        let served = pool.run(deadline, |instance, _| {
+            self.serve(instance, call, id, pool.waiting())
+        });
+        tokio::pin!(served);
+        let ended = |_| Err(EsError::internal("the batch ended without an answer"));
+        tokio::select! {
+            // Answered by another request's call: its own wait for an
+            // instance (dropped here) would only find nothing to do.
+            biased;
+            answer = &mut answer => answer.unwrap_or_else(ended),
+            served = &mut served => {
+                if self.unqueue(id) {
+                    // No instance in time (429, 408), or a failed call: no
+                    // batch took this request, so it leaves the queue with
+                    // that error.
+                    return Err(served.err().unwrap_or_else(|| deadline.error()));
+                }
+                answer.await.unwrap_or_else(ended)
+            }
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(EsError::internal("the batch ended without an answer")))
     }
 
-    /// The oldest queued request and the others of its `input_type` that
-    /// fit in the input budget.
-    fn take(&self) -> Vec<Pending<T>> {
+    /// Request `id`, unless a batch took it already, with up to `others`
+    /// more queued requests of its `input_type` that fit in the input
+    /// budget, oldest first.
+    fn take(&self, id: u64, others: usize) -> Vec<Pending<T>> {
         let mut queue = self.queue.lock().unwrap();
-        let Some(first) = queue.pop_front() else {
+        let Some(mine) = queue.iter().position(|p| p.id == id) else {
             return Vec::new();
         };
-        let mut total = first.inputs.len();
-        let mut batch = vec![first];
+        let mine = queue.remove(mine).expect("found just now");
+        let mut total = mine.inputs.len();
+        let mut batch = vec![mine];
         let mut at = 0;
-        while at < queue.len() {
+        while batch.len() <= others && at < queue.len() {
             let next = &queue[at];
             if next.input_type == batch[0].input_type
                 && total + next.inputs.len() <= self.max_inputs
@@ -121,17 +132,21 @@ impl<T: Send + 'static> Batches<T> {
         batch
     }
 
-    /// On an instance: answers batches of queued requests until request
-    /// `id`'s inputs have been taken, by this call or another.
-    fn serve(&self, instance: &mut Instance, call: EmbedCall<T>, id: u64) -> Result<(), CallError> {
-        while self.queue.lock().unwrap().iter().any(|p| p.id == id) {
-            match self.answer(instance, call, self.take()) {
-                // Another request's clean failure was answered to it; go on.
-                Err(e) if !e.instance_survives() => return Err(e),
-                _ => {}
-            }
+    /// On an instance: answers request `id`, unless a batch took it
+    /// already, in one call with up to `waiting` requests that wait for an
+    /// instance.
+    fn serve(
+        &self,
+        instance: &mut Instance,
+        call: EmbedCall<T>,
+        id: u64,
+        waiting: usize,
+    ) -> Result<(), CallError> {
+        match self.answer(instance, call, self.take(id, waiting)) {
+            // Another request's clean failure was answered to it.
+            Err(e) if !e.instance_survives() => Err(e),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// On an instance: answers one batch of queued requests.
@@ -211,5 +226,67 @@ impl<T> Drop for Unqueue<'_, T> {
 fn fail<T>(batch: impl IntoIterator<Item = Pending<T>>, error: &CallError) {
     for p in batch {
         let _ = p.reply.send(Err(error.to_es_error(p.deadline)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// Queues requests of `inputs` inputs each, of `input_type`; their ids.
+    fn queue(batches: &Batches<()>, requests: &[(usize, Option<InputType>)]) -> Vec<u64> {
+        let mut queue = batches.queue.lock().unwrap();
+        requests
+            .iter()
+            .map(|&(inputs, input_type)| {
+                let id = batches.next_id.fetch_add(1, Ordering::Relaxed);
+                queue.push_back(Pending {
+                    id,
+                    inputs: vec![String::new(); inputs],
+                    input_type,
+                    deadline: Deadline::from(Instant::now(), None),
+                    reply: oneshot::channel().0,
+                });
+                id
+            })
+            .collect()
+    }
+
+    fn ids_of(batch: &[Pending<()>]) -> Vec<u64> {
+        batch.iter().map(|p| p.id).collect()
+    }
+
+    #[test]
+    fn a_call_takes_its_own_request_and_only_as_many_others_as_wait() {
+        let batches = Batches::new(32);
+        let ids = queue(&batches, &[(1, None); 4]);
+        // Nobody waits for an instance: the others have instances of their own.
+        assert_eq!(ids_of(&batches.take(ids[2], 0)), [ids[2]]);
+        // Two wait: the oldest two join.
+        assert_eq!(ids_of(&batches.take(ids[3], 2)), [ids[3], ids[0], ids[1]]);
+        // Taken already: nothing left for its own call to do.
+        assert!(batches.take(ids[0], 4).is_empty());
+    }
+
+    #[test]
+    fn a_batch_keeps_to_its_input_type_and_its_input_budget() {
+        let batches = Batches::new(8);
+        let search = Some(InputType::Search);
+        let ids = queue(
+            &batches,
+            &[
+                (2, search),
+                (3, None),
+                (7, search),
+                (4, search),
+                (2, search),
+            ],
+        );
+        // Of the others, the one of another type and the one over the
+        // budget stay; the rest join while they fit.
+        assert_eq!(ids_of(&batches.take(ids[0], 4)), [ids[0], ids[3], ids[4]]);
+        assert_eq!(ids_of(&batches.take(ids[1], 4)), [ids[1]]);
+        assert_eq!(ids_of(&batches.take(ids[2], 4)), [ids[2]]);
     }
 }

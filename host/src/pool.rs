@@ -88,12 +88,17 @@ impl Pool {
             .set(self.memory.load(Ordering::Relaxed) as f64);
     }
 
-    /// Loads instances up to `min` in the background.
     /// Where this pool's instances run the graph.
     pub fn compute(&self) -> es_wire::Compute {
         self.config.compute
     }
 
+    /// Requests waiting for an instance: all are busy, and no more may load.
+    pub fn waiting(&self) -> usize {
+        self.state().waiting
+    }
+
+    /// Loads instances up to `min` in the background.
     pub fn warm(self: &Arc<Self>) {
         let missing = {
             let mut state = self.state();
