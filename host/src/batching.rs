@@ -143,7 +143,8 @@ impl<T: Send + 'static> Batches<T> {
         waiting: usize,
     ) -> Result<(), CallError> {
         match self.answer(instance, call, self.take(id, waiting)) {
-            // Another request's clean failure was answered to it.
+            // A clean failure was answered to the requests it failed; only
+            // a lost instance is the pool's business.
             Err(e) if !e.instance_survives() => Err(e),
             _ => Ok(()),
         }
